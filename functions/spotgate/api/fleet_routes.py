@@ -1,0 +1,159 @@
+"""The control plane's HTTP face: agents register and report here, operators look and poke."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from spotgate.api.auth import require_key
+from spotgate.api.errors import json_response
+from spotgate.errors import InvalidRequest, NotFound
+from spotgate.fleet.worker import Worker
+from spotgate.gateway.request_body import parse_body
+from spotgate.runtime import Runtime
+
+_WAKE_ON = ("draining", "gone")
+
+
+def _runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def _require_fleet_token(request: Request) -> Runtime:
+    runtime = _runtime(request)
+    require_key(request, [runtime.settings.fleet_token], "fleet token")
+    return runtime
+
+
+def _require_admin(request: Request) -> Runtime:
+    runtime = _runtime(request)
+    require_key(request, [runtime.settings.admin_key], "admin key")
+    return runtime
+
+
+def _text(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"'{name}' must be a non-empty string.", param=name)
+    return value
+
+
+def worker_view(runtime: Runtime, worker: Worker) -> dict[str, Any]:
+    data = worker.to_dict()
+    data["in_flight"] = runtime.load.of(worker.id)
+    return data
+
+
+async def _wake_monitor(runtime: Runtime, pool: str) -> None:
+    if runtime.orchestrations is not None:
+        await runtime.orchestrations.raise_event(f"fleet-monitor-{pool}", "wake", None)
+
+
+async def register(request: Request) -> Response:
+    runtime = _require_fleet_token(request)
+    body = parse_body(await request.body())
+    worker = runtime.registry.register(
+        _text(body, "id") or "",
+        pool=_text(body, "pool") or "",
+        model=_text(body, "model") or "",
+        engine=_text(body, "engine") or "",
+        url=_text(body, "url") or "",
+        priority=_text(body, "priority", required=False) or "spot",
+        zone=_text(body, "zone", required=False),
+    )
+    return json_response(worker_view(runtime, worker), 201)
+
+
+async def heartbeat(request: Request) -> Response:
+    runtime = _require_fleet_token(request)
+    body = parse_body(await request.body() or b"{}")
+    metrics = body.get("metrics")
+    if metrics is not None and not isinstance(metrics, dict):
+        raise InvalidRequest("'metrics' must be an object.", param="metrics")
+    worker = runtime.registry.heartbeat(request.path_params["worker_id"], metrics)
+    return json_response({"state": worker.state.value, "in_flight": runtime.load.of(worker.id)})
+
+
+async def evicting(request: Request) -> Response:
+    """An agent saw a spot eviction notice: stop routing to it now and wake the monitor."""
+    runtime = _require_fleet_token(request)
+    body = parse_body(await request.body() or b"{}")
+    not_before = body.get("not_before")
+    if not_before is not None and not isinstance(not_before, int | float):
+        raise InvalidRequest("'not_before' must be epoch seconds or null.", param="not_before")
+    worker = runtime.registry.drain(
+        request.path_params["worker_id"],
+        f"spot eviction notice ({body.get('event_type') or 'Preempt'})",
+        event_id=str(body.get("event_id") or "unknown"),
+        not_before=float(not_before) if not_before is not None else None,
+    )
+    await _wake_monitor(runtime, worker.pool)
+    return json_response(worker_view(runtime, worker))
+
+
+async def fleet_status(request: Request) -> Response:
+    runtime = _require_admin(request)
+    workers = [worker_view(runtime, w) for w in runtime.registry.all()]
+    pools = []
+    for pool in runtime.settings.pools:
+        members = [w for w in workers if w["pool"] == pool]
+        status = None
+        if runtime.orchestrations is not None:
+            status = runtime.orchestrations.status(f"fleet-monitor-{pool}")
+        pools.append(
+            {
+                "name": pool,
+                "workers": len(members),
+                "ready": sum(1 for w in members if w["state"] == "ready"),
+                "draining": sum(1 for w in members if w["state"] == "draining"),
+                "provisioning": sum(1 for w in members if w["state"] == "provisioning"),
+                "monitor": (status or {}).get("customStatus"),
+            }
+        )
+    evictions = [
+        {"worker": w["id"], **w["eviction"]} for w in workers if w.get("eviction") is not None
+    ]
+    body = {
+        "pools": pools,
+        "workers": workers,
+        "decisions": runtime.decisions[-20:],
+        "evictions": evictions,
+    }
+    return json_response(body)
+
+
+async def kill(request: Request) -> Response:
+    runtime = _require_admin(request)
+    if runtime.faults is None:
+        raise InvalidRequest("Killing a worker is only possible on a local stack.")
+    worker_id = request.path_params["worker_id"]
+    if not runtime.faults.kill(worker_id):
+        raise NotFound(f"No local worker process '{worker_id}'.", code="worker_not_found")
+    return json_response({"killed": worker_id})
+
+
+async def evict(request: Request) -> Response:
+    runtime = _require_admin(request)
+    if runtime.faults is None:
+        raise InvalidRequest("Injecting an eviction is only possible on a local stack.")
+    body = parse_body(await request.body() or b"{}")
+    notice_s = body.get("notice_s", 30)
+    if isinstance(notice_s, bool) or not isinstance(notice_s, int | float) or notice_s < 0:
+        raise InvalidRequest("'notice_s' must be a non-negative number.", param="notice_s")
+    event = runtime.faults.evict(request.path_params["worker_id"], float(notice_s))
+    return json_response(event, 202)
+
+
+routes = [
+    Route("/fleet", fleet_status, methods=["GET"]),
+    Route("/fleet/workers", register, methods=["POST"]),
+    Route("/fleet/workers/{worker_id}/heartbeat", heartbeat, methods=["POST"]),
+    Route("/fleet/workers/{worker_id}/evicting", evicting, methods=["POST"]),
+    Route("/fleet/workers/{worker_id}/kill", kill, methods=["POST"]),
+    Route("/fleet/workers/{worker_id}/evict", evict, methods=["POST"]),
+]

@@ -1,0 +1,44 @@
+"""Serves the fake Scheduled Events documents at the path shape of the real endpoint."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from spotgate.api.errors import json_response
+from spotgate.errors import InvalidRequest, NotFound
+from spotgate.gateway.request_body import parse_body
+from spotgate.runtime import Runtime
+
+
+def _events(request: Request):
+    runtime: Runtime = request.app.state.runtime
+    if runtime.scheduled_events is None:
+        raise NotFound("No local metadata service in this process.")
+    if request.headers.get("metadata", "").lower() != "true":
+        raise InvalidRequest("Required metadata header not specified")
+    return runtime.scheduled_events
+
+
+async def scheduled_events(request: Request) -> Response:
+    events = _events(request)
+    worker_id = request.path_params["worker_id"]
+    if request.method == "GET":
+        return json_response(events.document(worker_id))
+    body = parse_body(await request.body())
+    starts = body.get("StartRequests")
+    if not isinstance(starts, list):
+        raise InvalidRequest("'StartRequests' must be an array.", param="StartRequests")
+    ids = [s.get("EventId") for s in starts if isinstance(s, dict)]
+    events.acknowledge(worker_id, [i for i in ids if isinstance(i, str)])
+    return Response(status_code=200)
+
+
+routes = [
+    Route(
+        "/_local/imds/{worker_id}/metadata/scheduledevents",
+        scheduled_events,
+        methods=["GET", "POST"],
+    ),
+]

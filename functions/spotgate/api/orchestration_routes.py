@@ -1,0 +1,75 @@
+"""Orchestration status in Durable Functions' shape, so local and Azure read the same."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from spotgate.api.auth import require_key
+from spotgate.api.errors import json_response
+from spotgate.errors import InvalidRequest, NotFound
+from spotgate.gateway.request_body import parse_body
+from spotgate.runtime import OrchestrationControl, Runtime
+
+_STARTABLE = {"fleet_monitor"}
+
+
+def _control(request: Request) -> tuple[Runtime, OrchestrationControl]:
+    runtime: Runtime = request.app.state.runtime
+    require_key(request, [runtime.settings.admin_key], "admin key")
+    if runtime.orchestrations is None:
+        raise NotFound("No orchestration runner in this process.", code="not_found")
+    return runtime, runtime.orchestrations
+
+
+def _check_status_payload(request: Request, instance_id: str) -> dict[str, str]:
+    base = str(request.base_url).rstrip("/")
+    status = f"{base}/orchestrations/{instance_id}"
+    return {
+        "id": instance_id,
+        "statusQueryGetUri": status,
+        "terminatePostUri": f"{status}/terminate",
+        "sendEventPostUri": f"{status}/raiseEvent/{{eventName}}",
+    }
+
+
+async def start(request: Request) -> Response:
+    runtime, control = _control(request)
+    name = request.path_params["name"]
+    if name not in _STARTABLE:
+        raise NotFound(f"No orchestration named '{name}'.", code="not_found")
+    body = parse_body(await request.body() or b"{}")
+    pool = body.get("pool", "default")
+    if pool not in runtime.settings.pools:
+        raise InvalidRequest(f"Unknown pool '{pool}'.", param="pool")
+    instance_id = await control.start(
+        name, f"fleet-monitor-{pool}", {"pool": pool, **body.get("input", {})}
+    )
+    return json_response(_check_status_payload(request, instance_id), 202)
+
+
+async def status(request: Request) -> Response:
+    _, control = _control(request)
+    instance_id = request.path_params["instance_id"]
+    found = control.status(instance_id)
+    if found is None:
+        raise NotFound(f"No orchestration instance '{instance_id}'.", code="not_found")
+    return json_response(found)
+
+
+async def terminate(request: Request) -> Response:
+    _, control = _control(request)
+    instance_id = request.path_params["instance_id"]
+    if control.status(instance_id) is None:
+        raise NotFound(f"No orchestration instance '{instance_id}'.", code="not_found")
+    body = parse_body(await request.body() or b"{}")
+    await control.terminate(instance_id, str(body.get("reason", "terminated by operator")))
+    return json_response({"terminated": instance_id}, 202)
+
+
+routes = [
+    Route("/orchestrations/{name}", start, methods=["POST"]),
+    Route("/orchestrations/{instance_id}", status, methods=["GET"]),
+    Route("/orchestrations/{instance_id}/terminate", terminate, methods=["POST"]),
+]

@@ -1,0 +1,158 @@
+"""The `spotgate` command: run the stack, run one worker, and operate a running stack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from spotgate.cli_client import StackClient, render_fleet
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+fleet_app = typer.Typer(help="Look at and poke the worker fleet of a running stack.")
+app.add_typer(fleet_app, name="fleet")
+console = Console()
+
+UrlOption = Annotated[
+    str,
+    typer.Option(envvar="SPOTGATE_URL", help="Base URL of a running stack."),
+]
+
+
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option(help="Gateway port.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option(min=0, help="Workers to start.")] = 2,
+    engine: Annotated[str, typer.Option(help="vllm (real, CPU) or sim (simulator).")] = "vllm",
+    model: Annotated[str, typer.Option(help="Served model name.")] = "",
+    ttft_ms: Annotated[float, typer.Option(help="sim: time to first token.")] = 20.0,
+    tokens_per_s: Annotated[float, typer.Option(help="sim: decode speed.")] = 200.0,
+    max_concurrency: Annotated[int, typer.Option(help="sim: concurrent sequences.")] = 16,
+) -> None:
+    """Run gateway, control plane, fleet monitor and N workers on this machine."""
+    from spotgate.dev_command import run_dev
+
+    if engine not in ("vllm", "sim"):
+        raise typer.BadParameter("use vllm or sim", param_hint="--engine")
+    run_dev(
+        console,
+        host=host,
+        port=port,
+        workers=workers,
+        engine=engine,
+        model=model or ("smollm2" if engine == "vllm" else "sim-model"),
+        ttft_ms=ttft_ms,
+        tokens_per_s=tokens_per_s,
+        max_concurrency=max_concurrency,
+    )
+
+
+@app.command()
+def worker(
+    engine: Annotated[str, typer.Option(help="sim or vllm.")] = "sim",
+    model: Annotated[str, typer.Option(help="Served model name.")] = "sim-model",
+    pool: Annotated[str, typer.Option(help="Pool this worker belongs to.")] = "default",
+    host: str = "127.0.0.1",
+    port: int = 8001,
+    worker_id: Annotated[str, typer.Option(help="Worker (VM) name.")] = "",
+    control_plane: Annotated[
+        str, typer.Option(envvar="SPOTGATE_CONTROL_PLANE_URL", help="Control plane URL.")
+    ] = "http://127.0.0.1:8000",
+    imds_url: Annotated[str, typer.Option(help="Instance metadata base URL.")] = "",
+    heartbeat_interval: float = 2.0,
+    model_dir: Annotated[Path | None, typer.Option(help="vllm: model folder.")] = None,
+    ttft_ms: float = 20.0,
+    tokens_per_s: float = 200.0,
+    max_concurrency: int = 16,
+) -> None:
+    """Run one engine and its agent (used by `dev`, and the model for the VM image)."""
+    from spotgate.worker_process import WorkerOptions, run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
+    options = WorkerOptions(
+        engine=engine,
+        model=model,
+        pool=pool,
+        host=host,
+        port=port,
+        worker_id=worker_id or f"{os.uname().nodename}-{port}",
+        control_plane=control_plane,
+        imds_url=imds_url or None,
+        heartbeat_interval_s=heartbeat_interval,
+        model_dir=model_dir,
+        ttft_ms=ttft_ms,
+        tokens_per_s=tokens_per_s,
+        max_concurrency=max_concurrency,
+    )
+    raise typer.Exit(asyncio.run(run_worker(options)))
+
+
+@app.command("prepare-model")
+def prepare_model(
+    cache_dir: Annotated[Path | None, typer.Option(help="Where converted models live.")] = None,
+) -> None:
+    """Convert the packaged SmolLM2-135M-Instruct weights into a folder vLLM serves (once)."""
+    from spotgate.engines.local_model import default_model_cache, prepare_smollm2
+
+    with console.status("Preparing SmolLM2-135M-Instruct") as status:
+        path = prepare_smollm2(cache_dir or default_model_cache(), progress=status.update)
+    console.print(f"model ready: {path}")
+
+
+@fleet_app.callback(invoke_without_command=True)
+def fleet(
+    ctx: typer.Context,
+    url: UrlOption = "http://127.0.0.1:8000",
+    as_json: Annotated[bool, typer.Option("--json", help="Print raw JSON.")] = False,
+) -> None:
+    """Show every worker: id, state, engine, model, in-flight, last heartbeat."""
+    ctx.obj = StackClient(url)
+    if ctx.invoked_subcommand is not None:
+        return
+    status = ctx.obj.call("GET", "/fleet")
+    if as_json:
+        console.print_json(json.dumps(status))
+    else:
+        render_fleet(console, status)
+
+
+@fleet_app.command("kill")
+def fleet_kill(ctx: typer.Context, worker_id: str) -> None:
+    """Crash a local worker without notice (SIGKILL of its process group)."""
+    ctx.obj.call("POST", f"/fleet/workers/{worker_id}/kill")
+    console.print(f"killed [bold]{worker_id}[/bold]")
+
+
+@fleet_app.command("evict")
+def fleet_evict(
+    ctx: typer.Context,
+    worker_id: str,
+    notice: Annotated[float, typer.Option(help="Seconds of notice (Azure gives 30).")] = 30.0,
+) -> None:
+    """Give a local worker a spot eviction notice through its fake Scheduled Events endpoint."""
+    event: dict[str, Any] = ctx.obj.call(
+        "POST", f"/fleet/workers/{worker_id}/evict", {"notice_s": notice}
+    )
+    console.print(
+        f"eviction scheduled for [bold]{worker_id}[/bold]: event {event.get('EventId')}, "
+        f"not before {event.get('NotBefore')}"
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

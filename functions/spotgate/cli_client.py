@@ -1,0 +1,86 @@
+"""How CLI subcommands reach a running stack: URL, key discovery, errors, the fleet table."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+DEV_CONNECTION_FILE = Path(".spotgate") / "dev.json"
+
+
+def discover_key() -> str | None:
+    """Operator key from the environment, else the one a local `spotgate dev` left behind."""
+    for name in ("SPOTGATE_ADMIN_KEY", "SPOTGATE_API_KEY", "SPOTGATE_DEV_API_KEY"):
+        if os.environ.get(name):
+            return os.environ[name]
+    if DEV_CONNECTION_FILE.exists():
+        try:
+            return str(json.loads(DEV_CONNECTION_FILE.read_text())["api_key"])
+        except (ValueError, KeyError):
+            return None
+    return None
+
+
+class StackClient:
+    def __init__(self, url: str, key: str | None = None, timeout_s: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.key = key or discover_key()
+        self.timeout_s = timeout_s
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        try:
+            response = httpx.request(
+                method, self.url + path, json=body, headers=headers, timeout=self.timeout_s
+            )
+        except httpx.HTTPError as exc:
+            typer.echo(f"error: cannot reach {self.url}: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text
+            typer.echo(f"error: HTTP {response.status_code}: {message}", err=True)
+            raise typer.Exit(1)
+        return response.json() if response.content else None
+
+
+_STATE_STYLE = {"ready": "green", "provisioning": "yellow", "draining": "magenta", "gone": "dim"}
+
+
+def render_fleet(console: Console, status: dict[str, Any]) -> None:
+    now = time.time()
+    table = Table(title="spotgate fleet")
+    for column in ("id", "pool", "state", "engine", "model", "in-flight", "running", "heartbeat"):
+        table.add_column(column)
+    for worker in status.get("workers", []):
+        style = _STATE_STYLE.get(worker["state"], "")
+        beat = worker.get("last_heartbeat") or 0
+        table.add_row(
+            worker["id"],
+            worker["pool"],
+            f"[{style}]{worker['state']}[/{style}]" if style else worker["state"],
+            worker["engine"],
+            worker["model"],
+            str(worker.get("in_flight", 0)),
+            f"{worker.get('metrics', {}).get('num_requests_running', 0):g}",
+            f"{now - beat:.1f}s ago" if beat else "never",
+        )
+    console.print(table)
+    for pool in status.get("pools", []):
+        monitor = pool.get("monitor") or {}
+        decision = monitor.get("last_decision") or {}
+        console.print(
+            f"pool [bold]{pool['name']}[/bold]: {pool['ready']} ready, "
+            f"{pool['draining']} draining, {pool['provisioning']} provisioning; "
+            f"monitor tick {monitor.get('tick', '-')}: {decision.get('reason', 'no decision yet')}"
+        )

@@ -1,0 +1,96 @@
+"""Console side of `spotgate dev`: settings, model preparation, the banner, the server loop."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import uvicorn
+from rich.console import Console
+from rich.panel import Panel
+
+from spotgate.cli_client import DEV_CONNECTION_FILE
+from spotgate.devstack import DevOptions, build_dev_app, dev_settings
+from spotgate.runtime import Runtime
+from spotgate.settings import Settings
+
+
+def _write_connection_file(url: str, key: str) -> None:
+    """Lets `spotgate fleet` in another terminal find this stack without exporting the key."""
+    DEV_CONNECTION_FILE.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(DEV_CONNECTION_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"url": url, "api_key": key}, handle)
+
+
+def _banner(url: str, key: str, model: str) -> str:
+    return f"""[bold]spotgate is up[/bold]  {url}/v1   (API key below; `spotgate fleet` shows workers)
+
+  export OPENAI_BASE_URL={url}/v1
+  export OPENAI_API_KEY={key}
+
+  curl {url}/v1/chat/completions \\
+    -H "Authorization: Bearer $OPENAI_API_KEY" -H "Content-Type: application/json" \\
+    -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "What is the capital of France?"}}], "temperature": 0}}'
+
+  python -c "from openai import OpenAI; c = OpenAI(); print(c.chat.completions.create(model='{model}', messages=[{{'role': 'user', 'content': 'What is the capital of France?'}}], temperature=0).choices[0].message.content)"
+"""  # noqa: E501
+
+
+def run_dev(
+    console: Console,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    engine: str,
+    model: str,
+    ttft_ms: float,
+    tokens_per_s: float,
+    max_concurrency: int,
+) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    base = Settings(host=host, port=port)
+    settings, key = dev_settings(base, os.environ.get("SPOTGATE_DEV_API_KEY"))
+    settings = settings.model_copy(update={"models": [model, *settings.models]})
+    model_dir: Path | None = None
+    if engine == "vllm":
+        from spotgate.engines.local_model import default_model_cache, prepare_smollm2
+
+        with console.status("Preparing SmolLM2-135M-Instruct (once)") as status:
+            model_dir = prepare_smollm2(default_model_cache(), progress=status.update)
+        console.print(f"model: {model_dir}")
+    options = DevOptions(
+        workers=workers,
+        engine=engine,
+        model=model,
+        model_dir=model_dir,
+        ttft_ms=ttft_ms,
+        tokens_per_s=tokens_per_s,
+        max_concurrency=max_concurrency,
+    )
+    url = settings.base_url()
+    _write_connection_file(url, key)
+
+    def on_ready(runtime: Runtime) -> None:
+        console.print(Panel(_banner(url, key, model), border_style="green"))
+
+    console.print(
+        f"starting gateway on {url} with {workers} {engine} worker(s); "
+        f"API key: [bold]{key}[/bold]"
+    )
+    app = build_dev_app(settings, options, on_ready)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(config).run()
+    console.print("stopped")

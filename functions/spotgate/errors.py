@@ -1,0 +1,103 @@
+"""Errors in OpenAI's shape, raised by the core and rendered by the API layer.
+
+The core raises these instead of framework exceptions so that the same
+failure reads the same to a client whether it came from validation, routing
+or an upstream worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OpenAIError(Exception):
+    status_code = 500
+    error_type = "server_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status_code: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(OpenAIError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class AuthenticationFailed(OpenAIError):
+    status_code = 401
+    error_type = "invalid_request_error"
+
+    def __init__(self, message: str = "Missing or invalid API key.") -> None:
+        super().__init__(message, code="invalid_api_key")
+
+
+class PermissionDenied(OpenAIError):
+    status_code = 403
+    error_type = "permission_error"
+
+
+class NotFound(OpenAIError):
+    status_code = 404
+    error_type = "invalid_request_error"
+
+
+class ModelNotFound(NotFound):
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model '{model}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+
+
+class PayloadTooLarge(OpenAIError):
+    status_code = 413
+    error_type = "invalid_request_error"
+
+
+class RateLimited(OpenAIError):
+    status_code = 429
+    error_type = "rate_limit_error"
+
+
+class UpstreamError(OpenAIError):
+    """A worker answered badly or not at all, after retries."""
+
+    status_code = 502
+    error_type = "server_error"
+
+
+class NoCapacity(OpenAIError):
+    """No ready worker serves the model right now."""
+
+    status_code = 503
+    error_type = "server_error"
+
+
+class UpstreamTimeout(OpenAIError):
+    status_code = 504
+    error_type = "timeout"

@@ -1,0 +1,190 @@
+"""The worker registry: the control plane's truth about which workers exist and may take traffic.
+
+The gateway reads it on every request, so the ready set per model is kept as
+a precomputed tuple and rebuilt only when a worker changes state. Every
+change is written through to the store first, so a restart of the control
+plane loses nothing it had acknowledged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from spotgate.clock import Clock
+from spotgate.errors import NotFound
+from spotgate.fleet.store import WorkerStore
+from spotgate.fleet.worker import EngineMetrics, Eviction, Worker, WorkerState, can_move
+
+ChangeListener = Callable[[Worker], None]
+
+
+class UnknownWorker(NotFound):
+    def __init__(self, worker_id: str) -> None:
+        super().__init__(f"No worker '{worker_id}' is registered.", code="worker_not_found")
+
+
+class WorkerRegistry:
+    def __init__(self, store: WorkerStore, clock: Clock, *, gone_retention_s: float = 300.0):
+        self._store = store
+        self._clock = clock
+        self._gone_retention_s = gone_retention_s
+        self._workers: dict[str, Worker] = {w.id: w for w in store.all()}
+        self._ready_by_model: dict[str, tuple[Worker, ...]] = {}
+        self._listeners: list[ChangeListener] = []
+        self._rebuild_index()
+
+    def subscribe(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    # reads
+
+    def get(self, worker_id: str) -> Worker | None:
+        return self._workers.get(worker_id)
+
+    def all(self) -> list[Worker]:
+        return sorted(self._workers.values(), key=lambda w: (w.pool, w.id))
+
+    def ready_for_model(self, model: str) -> tuple[Worker, ...]:
+        return self._ready_by_model.get(model, ())
+
+    def models(self) -> list[str]:
+        return sorted({w.model for w in self._workers.values() if w.state != WorkerState.GONE})
+
+    def in_pool(self, pool: str) -> list[Worker]:
+        return [w for w in self.all() if w.pool == pool]
+
+    # writes
+
+    def expect(
+        self, worker_id: str, *, pool: str, model: str, engine: str, url: str = "", **extra: Any
+    ) -> Worker:
+        """Record capacity the compute provider asked for, before its agent registers."""
+        now = self._clock.now()
+        worker = Worker(
+            id=worker_id,
+            pool=pool,
+            model=model,
+            engine=engine,
+            url=url,
+            state=WorkerState.PROVISIONING,
+            registered_at=now,
+            state_changed_at=now,
+            **extra,
+        )
+        self._save(worker)
+        return worker
+
+    def register(
+        self,
+        worker_id: str,
+        *,
+        pool: str,
+        model: str,
+        engine: str,
+        url: str,
+        priority: str = "spot",
+        zone: str | None = None,
+    ) -> Worker:
+        """An agent says its engine is healthy: the worker takes traffic from now on."""
+        now = self._clock.now()
+        previous = self._workers.get(worker_id)
+        if previous and previous.state == WorkerState.DRAINING:
+            previous.last_heartbeat = now
+            self._save(previous)
+            return previous
+        worker = Worker(
+            id=worker_id,
+            pool=pool,
+            model=model,
+            engine=engine,
+            url=url.rstrip("/"),
+            state=WorkerState.READY,
+            priority=priority,
+            zone=zone,
+            registered_at=previous.registered_at if previous else now,
+            last_heartbeat=now,
+            state_changed_at=now,
+        )
+        self._save(worker)
+        return worker
+
+    def heartbeat(self, worker_id: str, metrics: dict[str, Any] | None = None) -> Worker:
+        worker = self._workers.get(worker_id)
+        if worker is None or worker.state == WorkerState.GONE:
+            raise UnknownWorker(worker_id)
+        worker.last_heartbeat = self._clock.now()
+        worker.metrics = EngineMetrics.from_dict(metrics)
+        self._store.put(worker)
+        return worker
+
+    def drain(
+        self,
+        worker_id: str,
+        reason: str,
+        *,
+        event_id: str | None = None,
+        not_before: float | None = None,
+    ) -> Worker:
+        """Stop routing new requests to the worker; its in-flight requests finish."""
+        worker = self._require(worker_id)
+        if event_id is not None:
+            worker.eviction = Eviction(event_id, not_before, self._clock.now())
+        self._move(worker, WorkerState.DRAINING, reason)
+        return worker
+
+    def mark_gone(self, worker_id: str, reason: str) -> Worker | None:
+        worker = self._workers.get(worker_id)
+        if worker is None or worker.state == WorkerState.GONE:
+            return worker
+        self._move(worker, WorkerState.GONE, reason)
+        return worker
+
+    def expire_stale(self, heartbeat_timeout_s: float) -> list[Worker]:
+        """Declare gone every live worker whose agent has gone quiet; forget long-gone ones."""
+        now = self._clock.now()
+        expired = []
+        for worker in list(self._workers.values()):
+            if worker.state == WorkerState.GONE:
+                if now - worker.state_changed_at > self._gone_retention_s:
+                    del self._workers[worker.id]
+                    self._store.delete(worker.id)
+                continue
+            last_sign = max(worker.last_heartbeat, worker.state_changed_at)
+            timeout = heartbeat_timeout_s
+            if worker.state == WorkerState.PROVISIONING:
+                continue
+            if now - last_sign > timeout:
+                self._move(worker, WorkerState.GONE, "heartbeat timeout")
+                expired.append(worker)
+        return expired
+
+    # internals
+
+    def _require(self, worker_id: str) -> Worker:
+        worker = self._workers.get(worker_id)
+        if worker is None or worker.state == WorkerState.GONE:
+            raise UnknownWorker(worker_id)
+        return worker
+
+    def _move(self, worker: Worker, target: WorkerState, reason: str) -> None:
+        if worker.state == target or not can_move(worker.state, target):
+            return
+        worker.state = target
+        worker.reason = reason
+        worker.state_changed_at = self._clock.now()
+        self._save(worker)
+
+    def _save(self, worker: Worker) -> None:
+        self._store.put(worker)
+        self._workers[worker.id] = worker
+        self._rebuild_index()
+        for listener in self._listeners:
+            listener(worker)
+
+    def _rebuild_index(self) -> None:
+        index: dict[str, list[Worker]] = {}
+        for worker in self._workers.values():
+            if worker.state == WorkerState.READY:
+                index.setdefault(worker.model, []).append(worker)
+        self._ready_by_model = {m: tuple(ws) for m, ws in index.items()}

@@ -1,0 +1,1 @@
+"""The request path: parsing, model resolution, worker selection, proxying and failover."""

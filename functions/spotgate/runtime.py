@@ -1,0 +1,99 @@
+"""The composition root: which adapters back the core in this process.
+
+Routes and the dev stack reach everything through one Runtime, built once
+per process from Settings; tests build one with fakes where nothing real can
+run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from spotgate.adapters.http_upstream import AiohttpUpstream
+from spotgate.clock import Clock, SystemClock
+from spotgate.fleet.registry import WorkerRegistry
+from spotgate.fleet.store import WorkerStore
+from spotgate.gateway.catalog import ModelCatalog
+from spotgate.gateway.forwarding import Forwarder
+from spotgate.gateway.health import PassiveHealth
+from spotgate.gateway.load import OutstandingRequests
+from spotgate.gateway.selection import SelectionPolicy
+from spotgate.gateway.upstream import UpstreamClient
+from spotgate.settings import Settings
+
+
+class OrchestrationControl(Protocol):
+    async def start(self, name: str, instance_id: str, input: Any) -> str: ...
+
+    async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None: ...
+
+    async def terminate(self, instance_id: str, reason: str) -> None: ...
+
+    def status(self, instance_id: str) -> dict[str, Any] | None: ...
+
+
+class LocalFaults(Protocol):
+    """Fault injection only a local stack offers: crash a worker, or give it an eviction notice."""
+
+    def kill(self, worker_id: str) -> bool: ...
+
+    def evict(self, worker_id: str, notice_s: float) -> dict[str, Any]: ...
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    registry: WorkerRegistry
+    load: OutstandingRequests
+    health: PassiveHealth
+    forwarder: Forwarder
+    catalog: ModelCatalog
+    upstream: UpstreamClient
+    orchestrations: OrchestrationControl | None = None
+    faults: LocalFaults | None = None
+    scheduled_events: Any = None
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    ready: bool = False
+
+    async def close(self) -> None:
+        await self.upstream.close()
+
+
+def build_runtime(
+    settings: Settings,
+    store: WorkerStore,
+    *,
+    clock: Clock | None = None,
+    upstream: UpstreamClient | None = None,
+    policy: str = "least-outstanding",
+) -> Runtime:
+    clock = clock or SystemClock()
+    registry = WorkerRegistry(store, clock)
+    load = OutstandingRequests()
+    health = PassiveHealth(clock, settings.worker_cooldown_s)
+    upstream = upstream or AiohttpUpstream(
+        connect_timeout_s=settings.upstream_connect_timeout_s,
+        read_timeout_s=settings.upstream_read_timeout_s,
+    )
+    forwarder = Forwarder(
+        registry,
+        upstream,
+        SelectionPolicy.make(policy, load),
+        load,
+        health,
+        clock,
+        max_attempts=settings.upstream_max_attempts,
+        capacity_wait_s=settings.capacity_wait_s,
+    )
+    return Runtime(
+        settings=settings,
+        clock=clock,
+        registry=registry,
+        load=load,
+        health=health,
+        forwarder=forwarder,
+        catalog=ModelCatalog(registry, settings.models),
+        upstream=upstream,
+    )

@@ -1,0 +1,55 @@
+"""One settings object picks every adapter and tunable; env vars use the SPOTGATE_ prefix.
+
+Every field has a default that runs on a laptop, so `spotgate dev` needs no
+configuration and tests override fields in the initialiser.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPOTGATE_", env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = Field(
+        default=None, description="URL agents and clients use to reach the control plane."
+    )
+
+    api_keys: list[str] = Field(default_factory=list, description="Keys accepted on /v1/*.")
+    admin_key: str | None = Field(default=None, description="Key for /fleet and orchestrations.")
+    fleet_token: str | None = Field(default=None, description="Token agents present.")
+
+    data_dir: Path = Path(".spotgate")
+    pools: list[str] = Field(default_factory=lambda: ["default"])
+    models: list[str] = Field(
+        default_factory=list, description="Models served even before a worker registers."
+    )
+
+    heartbeat_interval_s: float = 2.0
+    heartbeat_timeout_s: float = 6.0
+    monitor_tick_s: float = 5.0
+    monitor_ticks_per_run: int = 12
+
+    upstream_connect_timeout_s: float = 2.0
+    upstream_read_timeout_s: float = 600.0
+    upstream_max_attempts: int = 3
+    worker_cooldown_s: float = 5.0
+    capacity_wait_s: float = 30.0
+    max_body_bytes: int = 4 * 1024 * 1024
+
+    compute: Literal["local", "azure"] = "local"
+    local_provision_delay_s: float = 0.0
+
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "spotgate.sqlite3"

@@ -1,0 +1,104 @@
+from spotgate.clock import ManualClock
+from spotgate.fleet.observation import observe_pool
+from spotgate.fleet.registry import UnknownWorker, WorkerRegistry
+from spotgate.fleet.store import InMemoryWorkerStore
+from spotgate.fleet.worker import WorkerState
+
+import pytest
+
+
+def make_registry() -> tuple[WorkerRegistry, ManualClock, InMemoryWorkerStore]:
+    clock = ManualClock()
+    store = InMemoryWorkerStore()
+    return WorkerRegistry(store, clock), clock, store
+
+
+def register(registry: WorkerRegistry, worker_id: str, model: str = "m") -> None:
+    registry.register(
+        worker_id, pool="default", model=model, engine="sim", url=f"http://w/{worker_id}"
+    )
+
+
+def test_registered_worker_is_routable_for_its_model_only() -> None:
+    registry, _, _ = make_registry()
+    register(registry, "a", "m1")
+    register(registry, "b", "m2")
+    assert [w.id for w in registry.ready_for_model("m1")] == ["a"]
+    assert registry.ready_for_model("unknown") == ()
+
+
+def test_provisioning_worker_takes_no_traffic_until_it_registers() -> None:
+    registry, _, _ = make_registry()
+    registry.expect("a", pool="default", model="m", engine="sim")
+    assert registry.ready_for_model("m") == ()
+    register(registry, "a")
+    assert [w.id for w in registry.ready_for_model("m")] == ["a"]
+
+
+def test_draining_worker_leaves_routing_but_stays_listed_with_its_eviction() -> None:
+    registry, clock, _ = make_registry()
+    register(registry, "a")
+    registry.drain("a", "spot eviction notice", event_id="E1", not_before=clock.now() + 30)
+    assert registry.ready_for_model("m") == ()
+    worker = registry.get("a")
+    assert worker is not None and worker.state == WorkerState.DRAINING
+    assert worker.eviction is not None and worker.eviction.event_id == "E1"
+
+
+def test_a_draining_worker_that_re_registers_stays_draining() -> None:
+    registry, _, _ = make_registry()
+    register(registry, "a")
+    registry.drain("a", "scale-in")
+    register(registry, "a")
+    assert registry.ready_for_model("m") == ()
+
+
+def test_silent_worker_expires_after_the_heartbeat_timeout() -> None:
+    registry, clock, _ = make_registry()
+    register(registry, "a")
+    register(registry, "b")
+    clock.advance(4)
+    registry.heartbeat("b", {"num_requests_running": 3})
+    clock.advance(3)
+    expired = registry.expire_stale(heartbeat_timeout_s=6)
+    assert [w.id for w in expired] == ["a"]
+    assert [w.id for w in registry.ready_for_model("m")] == ["b"]
+    with pytest.raises(UnknownWorker):
+        registry.heartbeat("a", None)
+
+
+def test_gone_workers_are_forgotten_after_retention() -> None:
+    registry, clock, store = make_registry()
+    register(registry, "a")
+    registry.mark_gone("a", "killed")
+    clock.advance(301)
+    registry.expire_stale(heartbeat_timeout_s=6)
+    assert registry.get("a") is None and store.get("a") is None
+
+
+def test_registry_reloads_its_state_from_the_store() -> None:
+    registry, clock, store = make_registry()
+    register(registry, "a")
+    registry.drain("a", "scale-in")
+    register(registry, "b")
+    reloaded = WorkerRegistry(store, clock)
+    assert {w.id: w.state for w in reloaded.all()} == {
+        "a": WorkerState.DRAINING,
+        "b": WorkerState.READY,
+    }
+    assert [w.id for w in reloaded.ready_for_model("m")] == ["b"]
+
+
+def test_observation_counts_states_and_load_of_one_pool() -> None:
+    registry, clock, _ = make_registry()
+    register(registry, "a")
+    register(registry, "b")
+    registry.expect("c", pool="default", model="m", engine="sim")
+    registry.register("x", pool="other", model="m", engine="sim", url="http://x")
+    registry.heartbeat("a", {"num_requests_running": 2, "num_requests_waiting": 1})
+    registry.drain("b", "evicted", event_id="E", not_before=None)
+    seen = observe_pool(registry, "default", heartbeat_timeout_s=6, now=clock.now())
+    assert (seen.ready, seen.draining, seen.provisioning, seen.total) == (1, 1, 1, 3)
+    assert (seen.running, seen.waiting) == (2, 1)
+    assert seen.evicting == ["b"]
+    assert seen.actual == 2

@@ -1,0 +1,172 @@
+"""Failover behaviour of the forwarder, against a hand-written upstream fake."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from spotgate.clock import SystemClock
+from spotgate.errors import NoCapacity, UpstreamError
+from spotgate.fleet.registry import WorkerRegistry
+from spotgate.fleet.store import InMemoryWorkerStore
+from spotgate.gateway.forwarding import Forwarder, Reply, StreamReply
+from spotgate.gateway.health import PassiveHealth
+from spotgate.gateway.load import OutstandingRequests
+from spotgate.gateway.selection import LeastOutstanding
+from spotgate.gateway.upstream import UpstreamReply, WorkerUnreachable
+
+
+class FakeStream:
+    def __init__(self, status: int, chunks: list[bytes], break_after: int | None = None):
+        self.status = status
+        self._chunks = chunks
+        self._break_after = break_after
+        self.closed = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for i, chunk in enumerate(self._chunks):
+            if self._break_after is not None and i >= self._break_after:
+                raise WorkerUnreachable("connection reset")
+            yield chunk
+
+    async def read_all(self) -> bytes:
+        return b"".join(self._chunks)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeUpstream:
+    """Each worker URL behaves as told: 'ok', 'down', 'busy' (503), 'bad' (400) or 'breaks'."""
+
+    def __init__(self, behaviour: dict[str, str]) -> None:
+        self.behaviour = behaviour
+        self.calls: list[str] = []
+
+    def _host(self, url: str) -> str:
+        return url.split("/")[2]
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> UpstreamReply:
+        host = self._host(url)
+        self.calls.append(host)
+        mode = self.behaviour[host]
+        if mode == "down":
+            raise WorkerUnreachable("connection refused")
+        if mode == "busy":
+            return UpstreamReply(503, b'{"error": {"message": "overloaded"}}', "application/json")
+        if mode == "bad":
+            return UpstreamReply(400, b'{"error": {"message": "bad", "code": 400}}', "a/json")
+        return UpstreamReply(200, f'{{"from": "{host}"}}'.encode(), "application/json")
+
+    async def open_stream(self, url: str, body: bytes, headers: dict[str, str]) -> FakeStream:
+        host = self._host(url)
+        self.calls.append(host)
+        mode = self.behaviour[host]
+        if mode == "down":
+            raise WorkerUnreachable("connection refused")
+        if mode == "busy":
+            return FakeStream(503, [b"{}"])
+        chunks = [b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"]
+        return FakeStream(200, chunks, break_after=1 if mode == "breaks" else None)
+
+    async def close(self) -> None:
+        pass
+
+
+def make_forwarder(
+    behaviour: dict[str, str], capacity_wait_s: float = 0.0
+) -> tuple[Forwarder, WorkerRegistry, FakeUpstream, OutstandingRequests, PassiveHealth]:
+    clock = SystemClock()
+    registry = WorkerRegistry(InMemoryWorkerStore(), clock)
+    for host in behaviour:
+        registry.register(host, pool="p", model="m", engine="sim", url=f"http://{host}")
+    upstream = FakeUpstream(behaviour)
+    load = OutstandingRequests()
+    health = PassiveHealth(clock, cooldown_s=60)
+    forwarder = Forwarder(
+        registry,
+        upstream,
+        LeastOutstanding(load),
+        load,
+        health,
+        clock,
+        max_attempts=3,
+        capacity_wait_s=capacity_wait_s,
+    )
+    return forwarder, registry, upstream, load, health
+
+
+async def forward(forwarder: Forwarder) -> Reply:
+    return await forwarder.forward("/v1/chat/completions", "m", b"{}", {}, {})
+
+
+async def test_request_to_a_dead_worker_is_served_by_another() -> None:
+    forwarder, _, upstream, load, health = make_forwarder({"dead": "down", "live": "ok"})
+    replies = [await forward(forwarder) for _ in range(4)]
+    assert all(r.status == 200 and r.worker_id == "live" for r in replies)
+    assert upstream.calls.count("dead") == 1, "a failed worker sits out its cooldown"
+    assert not health.available("dead")
+    assert load.total() == 0
+
+
+async def test_overloaded_worker_answer_is_retried_elsewhere() -> None:
+    forwarder, _, _, _, _ = make_forwarder({"busy": "busy", "live": "ok"})
+    for _ in range(3):
+        assert (await forward(forwarder)).worker_id == "live"
+
+
+async def test_client_errors_are_not_retried() -> None:
+    forwarder, _, upstream, _, _ = make_forwarder({"a": "bad", "b": "bad"})
+    reply = await forward(forwarder)
+    assert reply.status == 400
+    assert len(upstream.calls) == 1
+
+
+async def test_all_workers_failing_is_a_502_naming_the_cause() -> None:
+    forwarder, _, _, _, _ = make_forwarder({"a": "down", "b": "busy"})
+    with pytest.raises(UpstreamError) as caught:
+        await forward(forwarder)
+    assert caught.value.status_code == 502
+    assert "2 attempt" in caught.value.message
+
+
+async def test_no_worker_for_the_model_is_a_503_with_retry_after() -> None:
+    forwarder, _, _, _, _ = make_forwarder({})
+    with pytest.raises(NoCapacity) as caught:
+        await forward(forwarder)
+    assert caught.value.status_code == 503
+    assert caught.value.headers["Retry-After"]
+
+
+async def test_request_waits_for_capacity_that_arrives() -> None:
+    forwarder, registry, upstream, _, _ = make_forwarder({}, capacity_wait_s=5)
+    upstream.behaviour["late"] = "ok"
+
+    async def arrive() -> None:
+        await asyncio.sleep(0.2)
+        registry.register("late", pool="p", model="m", engine="sim", url="http://late")
+
+    _, reply = await asyncio.gather(arrive(), forward(forwarder))
+    assert reply.worker_id == "late"
+
+
+async def test_stream_that_fails_before_the_first_byte_is_retried() -> None:
+    forwarder, _, _, load, _ = make_forwarder({"dead": "down", "busy": "busy", "live": "ok"})
+    for _ in range(3):
+        result = await forwarder.forward_stream("/v1/chat/completions", "m", b"{}", {}, {})
+        assert isinstance(result, StreamReply) and result.worker_id == "live"
+        body = b"".join([chunk async for chunk in result.chunks])
+        assert body.endswith(b"data: [DONE]\n\n")
+    assert load.total() == 0
+
+
+async def test_stream_broken_mid_way_ends_with_an_sse_error_not_a_hang() -> None:
+    forwarder, _, _, load, health = make_forwarder({"flaky": "breaks"})
+    result = await forwarder.forward_stream("/v1/chat/completions", "m", b"{}", {}, {})
+    assert isinstance(result, StreamReply)
+    body = b"".join([chunk async for chunk in result.chunks])
+    assert b'"error"' in body and body.endswith(b"data: [DONE]\n\n")
+    assert not health.available("flaky")
+    assert load.total() == 0
