@@ -44,6 +44,7 @@ lint: venv
 	$(VENV)/bin/ruff format functions tests bench worker_image
 
 bench: venv
+	@command -v wrk >/dev/null || { apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }; }
 	$(PY) bench/gateway_overhead.py $(ARGS)
 
 clean:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import uvicorn
 from rich.console import Console
-from rich.panel import Panel
+from rich.rule import Rule
 
 from spotgate.cli_client import DEV_CONNECTION_FILE
 from spotgate.devstack import DevOptions, build_dev_app, dev_settings
@@ -52,6 +52,7 @@ def run_dev(
     max_concurrency: int,
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)
     base = Settings(host=host, port=port)
     settings, key = dev_settings(base, os.environ.get("SPOTGATE_DEV_API_KEY"))
     settings = settings.model_copy(update={"models": [model, *settings.models]})
@@ -75,7 +76,9 @@ def run_dev(
     _write_connection_file(url, key)
 
     def on_ready(runtime: Runtime) -> None:
-        console.print(Panel(_banner(url, key, model), border_style="green"))
+        console.print(Rule(style="green"))
+        console.print(_banner(url, key, model), soft_wrap=True, highlight=False)
+        console.print(Rule(style="green"))
 
     console.print(
         f"starting gateway on {url} with {workers} {engine} worker(s); "

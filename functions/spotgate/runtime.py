@@ -20,6 +20,7 @@ from spotgate.gateway.health import PassiveHealth
 from spotgate.gateway.load import OutstandingRequests
 from spotgate.gateway.selection import SelectionPolicy
 from spotgate.gateway.upstream import UpstreamClient
+from spotgate.orchestrations.services import DecisionLog, InMemoryDecisionLog
 from spotgate.settings import Settings
 
 
@@ -54,7 +55,7 @@ class Runtime:
     orchestrations: OrchestrationControl | None = None
     faults: LocalFaults | None = None
     scheduled_events: Any = None
-    decisions: list[dict[str, Any]] = field(default_factory=list)
+    decisions: DecisionLog = field(default_factory=InMemoryDecisionLog)
     ready: bool = False
 
     async def close(self) -> None:

@@ -15,9 +15,6 @@ from spotgate.fleet.worker import Worker
 from spotgate.gateway.request_body import parse_body
 from spotgate.runtime import Runtime
 
-_WAKE_ON = ("draining", "gone")
-
-
 def _runtime(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
@@ -47,11 +44,6 @@ def worker_view(runtime: Runtime, worker: Worker) -> dict[str, Any]:
     data = worker.to_dict()
     data["in_flight"] = runtime.load.of(worker.id)
     return data
-
-
-async def _wake_monitor(runtime: Runtime, pool: str) -> None:
-    if runtime.orchestrations is not None:
-        await runtime.orchestrations.raise_event(f"fleet-monitor-{pool}", "wake", None)
 
 
 async def register(request: Request) -> Response:
@@ -92,7 +84,6 @@ async def evicting(request: Request) -> Response:
         event_id=str(body.get("event_id") or "unknown"),
         not_before=float(not_before) if not_before is not None else None,
     )
-    await _wake_monitor(runtime, worker.pool)
     return json_response(worker_view(runtime, worker))
 
 
@@ -121,7 +112,7 @@ async def fleet_status(request: Request) -> Response:
     body = {
         "pools": pools,
         "workers": workers,
-        "decisions": runtime.decisions[-20:],
+        "decisions": runtime.decisions.recent(20),
         "evictions": evictions,
     }
     return json_response(body)

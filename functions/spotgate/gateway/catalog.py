@@ -17,9 +17,9 @@ class ModelCatalog:
         self._configured = frozenset(configured)
 
     def knows(self, model: str) -> bool:
-        return model in self._configured or bool(self._registry.ready_for_model(model)) or (
-            model in self._registry.models()
-        )
+        if model in self._configured or self._registry.ready_for_model(model):
+            return True
+        return any(w.model == model for w in self._registry.all())
 
     def listing(self) -> dict[str, Any]:
         created: dict[str, float] = {m: 0.0 for m in self._configured}

