@@ -135,7 +135,7 @@ class Backoff:
         self.base, self.cap, self.attempt = base, cap, 0
 
     def next(self, at_least: float | None = None) -> float:
-        delay = min(self.cap, self.base * 2**self.attempt)
+        delay = min(self.cap, self.base * 2.0 ** min(self.attempt, 30))
         self.attempt += 1
         return max(random.uniform(delay / 2, delay), at_least or 0.0)
 
@@ -439,7 +439,9 @@ class Agent:
         if not self.registered and self.evicting is None and not self.retired:
             if self.wait_for_engine():
                 self.register()
-            return self.stop.is_set() or self.evicting is not None or self.registered
+            return (
+                self.stop.is_set() or self.registered or self.evicting is not None or self.retired
+            )
         if self.draining or not self.registered:
             self.stop.wait(interval)
             return True

@@ -18,7 +18,8 @@ from spotgate.cli_client import StackClient, render_fleet
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 fleet_app = typer.Typer(help="Look at and poke the worker fleet of a running stack.")
 app.add_typer(fleet_app, name="fleet")
-console = Console()
+# piped output (scripts, tests) is not cut to 80 columns
+console = Console() if sys.stdout.isatty() else Console(width=200)
 
 UrlOption = Annotated[
     str,

@@ -68,7 +68,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("devstack")
     port = free_port()
     log = workdir / "dev.log"
-    env = {**os.environ, "SPOTGATE_DEV_API_KEY": KEY, "SPOTGATE_HEARTBEAT_INTERVAL_S": "1"}
+    env = {
+        **os.environ,
+        "SPOTGATE_DEV_API_KEY": KEY,
+        "SPOTGATE_HEARTBEAT_INTERVAL_S": "1",
+        "SPOTGATE_MONITOR_TICK_S": "0.5",
+    }
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
@@ -192,15 +197,19 @@ def test_no_key_is_401_and_unknown_model_404(stack: Stack) -> None:
 
 def test_fleet_monitor_runs_and_explains_itself(stack: Stack) -> None:
     headers = {"Authorization": f"Bearer {KEY}"}
-    status = httpx.get(
-        f"{stack.url}/orchestrations/fleet-monitor-default", headers=headers, timeout=5
-    ).json()
+
+    def monitor_status() -> dict:
+        url = f"{stack.url}/orchestrations/fleet-monitor-default"
+        return httpx.get(url, headers=headers, timeout=5).json()
+
+    wait_until(lambda: monitor_status()["customStatus"]["ready"] == 3, 10, "the monitor to see 3 ready")
+    status = monitor_status()
     assert status["name"] == "fleet_monitor"
     assert status["instanceId"] == "fleet-monitor-default"
     assert status["runtimeStatus"] == "Running"
     for field in ("input", "customStatus", "output", "createdTime", "lastUpdatedTime"):
         assert field in status
-    assert status["customStatus"]["ready"] == 3
+    assert status["customStatus"]["last_decision"]["reason"]
 
 
 def test_fleet_cli_shows_every_worker(stack: Stack) -> None:

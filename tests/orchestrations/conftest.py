@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,9 +46,16 @@ class FakeTask:
     kind: str
     name: str | None = None
     payload: Any = None
-    result: Any = None
+    value: Any = None
     is_completed: bool = False
     cancelled: bool = False
+
+    @property
+    def result(self) -> Any:
+        """Like a failed Task: orchestrator_generator_wrapper throws what reading it raises."""
+        if isinstance(self.value, Exception):
+            raise self.value
+        return self.value
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -60,7 +67,7 @@ class FakeContext:
     def __init__(
         self,
         input: dict[str, Any],
-        observations: list[dict[str, Any]],
+        observations: Sequence[dict[str, Any] | Exception],
         *,
         wake_at_ticks: frozenset[int] = frozenset(),
     ) -> None:
@@ -93,7 +100,7 @@ class FakeContext:
         timer, wake = tasks
         winner = wake if self._waits in self._wake_at_ticks else timer
         self.calls.append(("any", winner.kind))
-        return FakeTask("any", result=winner)
+        return FakeTask("any", value=winner)
 
     def set_custom_status(self, status: Any) -> None:
         self.calls.append(("status", status))
@@ -228,12 +235,17 @@ class Fleet:
         )
 
     async def wait_for(
-        self, instance_id: str, predicate: Callable[[dict[str, Any]], bool], within: float = 3.0
+        self,
+        instance_id: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        within: float = 3.0,
+        runner: LocalOrchestrationRunner | None = None,
     ) -> dict[str, Any]:
         """Poll the status until the predicate holds; returns that status."""
+        runner = runner or self.runner
         deadline = asyncio.get_running_loop().time() + within
         while True:
-            status = self.runner.status(instance_id)
+            status = runner.status(instance_id)
             if status is not None and predicate(status):
                 return status
             if asyncio.get_running_loop().time() > deadline:

@@ -12,7 +12,7 @@ from spotgate.clock import ManualClock
 from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.orchestrations import blueprint
-from spotgate.orchestrations.services import SimpleFleetServices
+from spotgate.orchestrations.services import InMemoryDecisionLog, SimpleFleetServices
 
 
 def test_function_app_indexes_orchestrator_activities_and_watchdog() -> None:
@@ -62,3 +62,13 @@ def test_activity_wrappers_without_services_say_what_is_missing() -> None:
     blueprint.set_services_provider(None)
     with pytest.raises(RuntimeError, match="set_services_provider"):
         blueprint.observe_pool.build().get_user_function()({"pool": "default"})
+
+
+def test_decision_log_is_bounded_and_reads_like_a_list() -> None:
+    log = InMemoryDecisionLog(maxlen=3)
+    for tick in range(5):
+        log.append({"tick": tick})
+    assert len(log) == 3
+    assert log.recent(2) == [{"tick": 3}, {"tick": 4}]
+    assert log[-20:] == [{"tick": 2}, {"tick": 3}, {"tick": 4}]
+    assert log[0] == {"tick": 2} and log.recent(0) == []

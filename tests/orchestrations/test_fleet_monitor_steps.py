@@ -130,3 +130,17 @@ def test_decision_reports_expiries_and_only_new_evictions() -> None:
 
 def test_monitor_instance_id_is_one_per_pool() -> None:
     assert monitor_instance_id("gpu-a100") == "fleet-monitor-gpu-a100"
+
+
+def test_a_failed_activity_costs_one_tick_not_the_monitor() -> None:
+    context = FakeContext(
+        initial_state("default", ticks_per_run=2),
+        [RuntimeError("store unreachable"), observation(ready=1, total=1)],
+    )
+    run(context)
+
+    statuses = [c[1] for c in context.calls if c[0] == "status"]
+    assert statuses[0] == {"pool": "default", "tick": 0, "error": "store unreachable"}
+    assert statuses[1]["tick"] == 1 and "error" not in statuses[1]
+    assert kinds(context).count("any") == 2
+    assert context.calls[-1][1]["tick"] == 1

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from typing import Any
 
+from spotgate.adapters.local.durable_runner import (
+    LocalOrchestrationRunner,
+    orchestrators_from_blueprint,
+)
+from spotgate.clock import SystemClock
+from spotgate.orchestrations import blueprint
+from spotgate.orchestrations.activities import activity_table
 from spotgate.orchestrations.fleet_monitor import initial_state, monitor_instance_id
 
 from .conftest import Fleet, tick_of
@@ -93,3 +101,35 @@ async def test_terminate_stops_the_monitor(fleet: Fleet) -> None:
     assert len(fleet.services.decisions.recent(10_000)) == recorded
     await fleet.runner.raise_event(ID, "wake")  # dropped, not an error
     assert fleet.runner.list_instances()[0]["runtimeStatus"] == "Terminated"
+
+
+async def test_monitor_survives_a_failing_activity(fleet: Fleet) -> None:
+    failures = {"left": 1}
+    activities = activity_table(fleet.services)
+    observe = activities["observe_pool"]
+
+    def flaky_observe(payload: Any) -> Any:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError("store unreachable")
+        return observe(payload)
+
+    runner = LocalOrchestrationRunner(
+        orchestrators_from_blueprint(blueprint.bp),
+        activities | {"observe_pool": flaky_observe},
+        SystemClock(),
+    )
+    fleet.register("w1")
+    try:
+        state = initial_state("default", tick_seconds=0.05)
+        await runner.start("fleet_monitor", ID, state)
+        failed = await fleet.wait_for(
+            ID, lambda s: "error" in (s["customStatus"] or {}), runner=runner
+        )
+        assert "store unreachable" in failed["customStatus"]["error"]
+        assert failed["runtimeStatus"] == "Running"
+        recovered = await fleet.wait_for(ID, lambda s: tick_of(s) >= 1, runner=runner)
+        assert recovered["customStatus"]["ready"] == 1
+        assert "error" not in recovered["customStatus"]
+    finally:
+        await runner.stop()

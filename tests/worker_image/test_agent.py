@@ -367,6 +367,14 @@ def test_retry_after_seconds_and_dates(agent_mod: ModuleType) -> None:
     assert agent_mod.retry_after(None) is None
 
 
+def test_backoff_grows_to_its_cap_and_survives_long_outages(agent_mod: ModuleType) -> None:
+    backoff = agent_mod.Backoff(0.5, 10.0)
+    delays = [backoff.next() for _ in range(5000)]
+    assert 0.25 <= delays[0] <= 0.5 and all(d <= 10.0 for d in delays)
+    assert max(delays[-10:]) > 5.0
+    assert backoff.next(at_least=42.0) == 42.0
+
+
 def test_cli_flags_override_environment(agent_mod: ModuleType) -> None:
     env = {
         "SPOTGATE_CONTROL_PLANE_URL": "http://cp",

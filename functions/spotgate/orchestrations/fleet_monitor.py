@@ -107,20 +107,23 @@ def status_view(state: MonitorState, decision: Decision) -> dict[str, Any]:
     }
 
 
+def failure_view(state: MonitorState, error: str) -> dict[str, Any]:
+    """Keep showing the last known levels, flagged, rather than blanking the status."""
+    last = state.last_decision()
+    view = status_view(state, last) if last else {"pool": state.pool, "tick": state.tick}
+    return view | {"error": error}
+
+
 def fleet_monitor(
     context: df.DurableOrchestrationContext,
 ) -> Generator[Any, Any, None]:
     state = MonitorState.from_input(context.get_input())
     for _ in range(state.ticks_per_run):
-        observed = yield context.call_activity(OBSERVE_POOL, {"pool": state.pool})
-        decision = decide(
-            PoolObservation.from_dict(observed), state.last_decision(), state.tick + 1
-        )
-        yield context.call_activity(
-            RECORD_DECISION, {"pool": state.pool, "decision": decision.to_dict()}
-        )
-        state.record(decision)
-        context.set_custom_status(status_view(state, decision))
+        try:
+            yield from _tick(context, state)
+        except Exception as exc:
+            # A failed activity costs one tick, not the monitor: the next tick re-reads the store.
+            context.set_custom_status(failure_view(state, str(exc)))
 
         deadline = context.current_utc_datetime + timedelta(seconds=state.tick_seconds)
         timer = context.create_timer(deadline)
@@ -131,3 +134,15 @@ def fleet_monitor(
                 timer.cancel()
             break
     context.continue_as_new(state.to_dict())
+
+
+def _tick(
+    context: df.DurableOrchestrationContext, state: MonitorState
+) -> Generator[Any, Any, None]:
+    observed = yield context.call_activity(OBSERVE_POOL, {"pool": state.pool})
+    decision = decide(PoolObservation.from_dict(observed), state.last_decision(), state.tick + 1)
+    yield context.call_activity(
+        RECORD_DECISION, {"pool": state.pool, "decision": decision.to_dict()}
+    )
+    state.record(decision)
+    context.set_custom_status(status_view(state, decision))

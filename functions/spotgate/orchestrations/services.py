@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from spotgate.clock import Clock
 from spotgate.fleet.registry import WorkerRegistry
@@ -48,6 +48,16 @@ class InMemoryDecisionLog:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        """List-style reads, so it can stand in for a plain list (`log[-20:]`)."""
+        return list(self._items)[index]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(list(self._items))
