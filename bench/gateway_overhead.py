@@ -167,8 +167,10 @@ def main() -> None:
     finally:
         stop(gateway)
         stop(upstream)
-    table = Table(title="gateway overhead vs a zero-delay upstream (1 connection; rps at "
-                  f"{args.connections} connections, gateway pinned to one core)")
+    table = Table(
+        title="gateway overhead vs a zero-delay upstream (1 connection; rps at "
+        f"{args.connections} connections, gateway pinned to one core)"
+    )
     table.add_column("metric")
     for i in range(len(rows)):
         table.add_column(f"run {i + 1}", justify="right")

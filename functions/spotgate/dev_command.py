@@ -81,8 +81,7 @@ def run_dev(
         console.print(Rule(style="green"))
 
     console.print(
-        f"starting gateway on {url} with {workers} {engine} worker(s); "
-        f"API key: [bold]{key}[/bold]"
+        f"starting gateway on {url} with {workers} {engine} worker(s); API key: [bold]{key}[/bold]"
     )
     app = build_dev_app(settings, options, on_ready)
     config = uvicorn.Config(

@@ -38,7 +38,7 @@ class EchoUpstream:
         )
         return UpstreamReply(200, payload, "application/json")
 
-    async def open_stream(self, url: str, body: bytes, headers: dict[str, str]):  # noqa: ANN201
+    async def open_stream(self, url: str, body: bytes, headers: dict[str, str]):
         raise NotImplementedError
 
     async def close(self) -> None:

@@ -1,10 +1,10 @@
+import pytest
+
 from spotgate.clock import ManualClock
 from spotgate.fleet.observation import observe_pool
 from spotgate.fleet.registry import UnknownWorker, WorkerRegistry
 from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.fleet.worker import WorkerState
-
-import pytest
 
 
 def make_registry() -> tuple[WorkerRegistry, ManualClock, InMemoryWorkerStore]:

@@ -54,7 +54,7 @@ class Stack:
         )
 
 
-def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.1) -> None:  # noqa: ANN001
+def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
@@ -202,7 +202,9 @@ def test_fleet_monitor_runs_and_explains_itself(stack: Stack) -> None:
         url = f"{stack.url}/orchestrations/fleet-monitor-default"
         return httpx.get(url, headers=headers, timeout=5).json()
 
-    wait_until(lambda: monitor_status()["customStatus"]["ready"] == 3, 10, "the monitor to see 3 ready")
+    wait_until(
+        lambda: monitor_status()["customStatus"]["ready"] == 3, 10, "the monitor to see 3 ready"
+    )
     status = monitor_status()
     assert status["name"] == "fleet_monitor"
     assert status["instanceId"] == "fleet-monitor-default"
@@ -227,11 +229,16 @@ def test_killed_worker_loses_no_request_and_leaves_the_fleet(
     served = 0
 
     def one_request(i: int) -> str:
-        return client.chat.completions.create(
-            model=MODEL,
-            messages=[{"role": "user", "content": f"request {i}"}],
-            max_tokens=24,
-        ).choices[0].message.content or ""
+        return (
+            client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": f"request {i}"}],
+                max_tokens=24,
+            )
+            .choices[0]
+            .message.content
+            or ""
+        )
 
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         futures = [pool.submit(one_request, i) for i in range(120)]
@@ -249,7 +256,7 @@ def test_killed_worker_loses_no_request_and_leaves_the_fleet(
             try:
                 assert future.result()
                 served += 1
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 errors.append(exc)
     assert errors == []
     assert served == 120

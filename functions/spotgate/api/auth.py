@@ -20,9 +20,7 @@ def bearer(request: Request) -> str | None:
 def require_key(request: Request, accepted: Iterable[str | None], what: str = "API key") -> str:
     presented = bearer(request)
     if not presented:
-        raise AuthenticationFailed(
-            f"Missing {what}. Send it as 'Authorization: Bearer <key>'."
-        )
+        raise AuthenticationFailed(f"Missing {what}. Send it as 'Authorization: Bearer <key>'.")
     for key in accepted:
         if key and hmac.compare_digest(presented.encode(), key.encode()):
             return presented

@@ -15,6 +15,7 @@ from spotgate.fleet.worker import Worker
 from spotgate.gateway.request_body import parse_body
 from spotgate.runtime import Runtime
 
+
 def _runtime(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 

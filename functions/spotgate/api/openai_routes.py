@@ -74,9 +74,7 @@ def _endpoint(path: str, check: Checker, normalise: Normaliser, streams: bool):
             raise ModelNotFound(model)
         forward_headers = {"X-Request-ID": request.scope[REQUEST_ID]}
         if streams and body.get("stream"):
-            result = await runtime.forwarder.forward_stream(
-                path, model, raw, body, forward_headers
-            )
+            result = await runtime.forwarder.forward_stream(path, model, raw, body, forward_headers)
             if isinstance(result, StreamReply):
                 return StreamingResponse(
                     result.chunks,

@@ -40,10 +40,9 @@ async def start_local_orchestrations(runtime: Runtime) -> LocalOrchestrationRunn
 
     def wake_on_loss(worker: Worker) -> None:
         """Losing capacity wakes the monitor now; it would notice at its next tick anyway."""
-        if worker.state in _WAKE_STATES:
-            asyncio.get_running_loop().create_task(
-                runner.raise_event(monitor_instance_id(worker.pool), "wake")
-            )
+        instance_id = monitor_instance_id(worker.pool)
+        if worker.state in _WAKE_STATES and runner.status(instance_id) is not None:
+            asyncio.get_running_loop().create_task(runner.raise_event(instance_id, "wake"))
 
     runtime.registry.subscribe(wake_on_loss)
     return runner
