@@ -9,13 +9,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tests.openai_schema import errors, validate
-
 from spotgate.gateway.normalise import (
     normalise_chat_response,
     normalise_chunk,
     normalise_completion_response,
 )
+from tests.openai_schema import errors, validate
 
 VLLM_CHAT: dict[str, Any] = {
     "id": "chatcmpl-873466f1fda86f5c",
