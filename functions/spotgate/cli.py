@@ -73,6 +73,9 @@ def worker(
     ttft_ms: float = 20.0,
     tokens_per_s: float = 200.0,
     max_concurrency: int = 16,
+    cpu_cores: Annotated[
+        str | None, typer.Option(help="vllm: CPU cores for its threads, e.g. '1' or '0-3'.")
+    ] = None,
 ) -> None:
     """Run one engine and its agent (used by `dev`, and the model for the VM image)."""
     from spotgate.worker_process import WorkerOptions, run_worker
@@ -92,6 +95,7 @@ def worker(
         ttft_ms=ttft_ms,
         tokens_per_s=tokens_per_s,
         max_concurrency=max_concurrency,
+        cpu_cores=cpu_cores,
     )
     raise typer.Exit(asyncio.run(run_worker(options)))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -72,10 +73,12 @@ def dev_settings(settings: Settings, api_key: str | None) -> tuple[Settings, str
     return updated, key
 
 
-def _worker_args(options: DevOptions) -> list[str]:
+def _worker_args(options: DevOptions, index: int) -> list[str]:
     if options.engine == "vllm":
         assert options.model_dir is not None
-        return ["--model-dir", str(options.model_dir)]
+        # vLLM's CPU build pins its threads to the same core in every instance unless told
+        core = index % (os.cpu_count() or 1)
+        return ["--model-dir", str(options.model_dir), "--cpu-cores", str(core)]
     return [
         "--ttft-ms",
         str(options.ttft_ms),
@@ -122,10 +125,9 @@ def build_dev_app(
         loop_holder["loop"] = asyncio.get_running_loop()
         async with inner_lifespan(app):
             runner = await start_local_orchestrations(runtime)
-            for _ in range(options.workers):
-                await compute.launch(
-                    WorkerSpec(options.pool, options.model, options.engine, _worker_args(options))
-                )
+            for index in range(options.workers):
+                args = _worker_args(options, index)
+                await compute.launch(WorkerSpec(options.pool, options.model, options.engine, args))
             waiter = asyncio.create_task(_announce_when_ready(runtime, options, on_ready))
             try:
                 yield

@@ -43,6 +43,7 @@ class WorkerOptions:
     ttft_ms: float = 20.0
     tokens_per_s: float = 200.0
     max_concurrency: int = 16
+    cpu_cores: str | None = None
 
 
 def _agent_command(options: WorkerOptions) -> list[str]:
@@ -107,6 +108,7 @@ async def _start_vllm(options: WorkerOptions) -> asyncio.subprocess.Process:
         served_model_name=options.model,
         host=options.host,
         port=options.port,
+        extra_env={"VLLM_CPU_OMP_THREADS_BIND": options.cpu_cores} if options.cpu_cores else {},
     )
     return await asyncio.create_subprocess_exec(
         *launch.command(), env={**os.environ, **launch.env()}, stdin=asyncio.subprocess.DEVNULL

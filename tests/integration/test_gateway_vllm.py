@@ -1,0 +1,121 @@
+"""The gateway in front of a real vLLM (CPU): what a client gets must be OpenAI-conformant.
+
+vLLM's own bodies carry nulls the official schema rejects; through the
+gateway they validate, streamed and not, and a dead worker beside the live
+one costs the client nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from spotgate.api.app import create_app
+from spotgate.fleet.store import InMemoryWorkerStore
+from spotgate.runtime import build_runtime
+from spotgate.settings import Settings
+from tests.conftest import VllmServer, free_port
+from tests.openai_schema import validate
+
+pytestmark = [pytest.mark.integration, pytest.mark.vllm]
+
+KEY = "sk-gateway-vllm"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def gateway(vllm_server: VllmServer) -> Iterator[str]:
+    settings = Settings(api_keys=[KEY], admin_key=KEY, fleet_token=KEY, capacity_wait_s=5)
+    runtime = build_runtime(settings, InMemoryWorkerStore())
+    runtime.registry.register(
+        "vllm-1", pool="default", model=vllm_server.model, engine="vllm", url=vllm_server.base_url
+    )
+    runtime.registry.register(
+        "dead-1",
+        pool="default",
+        model=vllm_server.model,
+        engine="vllm",
+        url=f"http://127.0.0.1:{free_port()}",
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "gateway did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def client(gateway: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0)
+
+
+def test_chat_through_the_gateway_is_real_text_and_schema_valid(
+    client: openai.OpenAI, vllm_server: VllmServer
+) -> None:
+    for _ in range(3):  # one worker of the two is dead: every request must still succeed
+        raw = client.chat.completions.with_raw_response.create(
+            model=vllm_server.model, messages=QUESTION, temperature=0, max_tokens=32
+        )
+        body = raw.http_response.json()
+        validate("CreateChatCompletionResponse", body)
+        assert "Paris" in body["choices"][0]["message"]["content"]
+        assert body["usage"]["completion_tokens"] > 0
+        assert raw.headers["x-worker"] == "vllm-1"
+        assert raw.headers["x-model"] == vllm_server.model
+
+
+def test_streamed_chat_through_the_gateway_validates_chunk_by_chunk(
+    gateway: str, vllm_server: VllmServer
+) -> None:
+    body = {
+        "model": vllm_server.model,
+        "messages": QUESTION,
+        "temperature": 0,
+        "max_tokens": 32,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    text, usage, done = "", None, False
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.stream(
+        "POST", f"{gateway}/v1/chat/completions", json=body, headers=headers, timeout=60
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["x-worker"] == "vllm-1"
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                done = True
+                continue
+            chunk = httpx.Response(200, content=line[6:]).json()
+            validate("CreateChatCompletionStreamResponse", chunk)
+            for choice in chunk["choices"]:
+                text += choice["delta"].get("content") or ""
+            usage = chunk.get("usage") or usage
+    assert done
+    assert "Paris" in text
+    assert usage is not None and usage["completion_tokens"] > 0
+
+
+def test_completions_through_the_gateway(client: openai.OpenAI, vllm_server: VllmServer) -> None:
+    reply = client.completions.create(
+        model=vllm_server.model, prompt="The capital of France is", max_tokens=5, temperature=0
+    )
+    assert reply.choices[0].text.strip()
+    assert reply.usage is not None and reply.usage.prompt_tokens > 0
