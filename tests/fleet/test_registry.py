@@ -102,3 +102,20 @@ def test_observation_counts_states_and_load_of_one_pool() -> None:
     assert (seen.running, seen.waiting) == (2, 1)
     assert seen.evicting == ["b"]
     assert seen.actual == 2
+
+
+def test_a_rebooted_worker_takes_traffic_again_when_its_agent_re_registers() -> None:
+    registry, _, _ = make_registry()
+    register(registry, "a")
+    registry.drain("a", "scheduled event Reboot", event_id="E", event_type="Reboot")
+    assert registry.ready_for_model("m") == ()
+    register(registry, "a")
+    assert [w.id for w in registry.ready_for_model("m")] == ["a"]
+
+
+def test_a_preempted_worker_never_comes_back_by_re_registering() -> None:
+    registry, _, _ = make_registry()
+    register(registry, "a")
+    registry.drain("a", "scheduled event Preempt", event_id="E", event_type="Preempt")
+    register(registry, "a")
+    assert registry.ready_for_model("m") == ()

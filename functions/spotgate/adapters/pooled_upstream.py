@@ -49,6 +49,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self, *, stream: bool) -> None:
         self.stream = stream
         self.received_any = False
+        self.lost_before_reply = False  # closed with no reply byte: safe to resend elsewhere
         self.status = 0
         self.content_type = "application/json"
         self.headers_done = False
@@ -73,6 +74,7 @@ class _Connection(asyncio.Protocol):
         self.busy = True
         try:
             if self._transport is None or self._transport.is_closing():
+                self.lost_before_reply = True
                 raise WorkerUnreachable("connection to worker closed before sending")
             self._transport.write(request)
             self._last_rx = self._loop.time()
@@ -137,10 +139,15 @@ class _Connection(asyncio.Protocol):
             self.on_message_complete()
             return
         why = f"{type(exc).__name__}: {exc}" if exc else "closed by worker"
+        self.lost_before_reply = not self.received_any
         where = "mid-response" if self.received_any else "before any response"
         self._fail(f"connection lost {where} ({why})")
 
     # -- httptools callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # bytes beyond the reply: no pipelining here, so the peer is broken
+            raise RuntimeError("worker sent more than one response")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lowered = name.lower()
@@ -302,7 +309,7 @@ class PooledHttpUpstream:
                 await conn.exchange(request, stream=stream)
                 return key, conn
             except WorkerUnreachable:
-                if conn.received_any:
+                if not conn.lost_before_reply:  # a timeout or a reply byte: never resend
                     raise
         conn = await self._connect(key)
         await conn.exchange(request, stream=stream)
@@ -357,8 +364,9 @@ class PooledHttpUpstream:
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
+        if any(c <= " " or c == "\x7f" for c in path + parts.netloc):
+            raise ValueError(f"URL has whitespace or control characters: {url!r}")
         head = f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n".encode()
-        _check_line(head.decode())
         target = ((parts.hostname, parts.port or 80), head)
         if len(self._targets) >= _MAX_TARGETS:
             self._targets.clear()
@@ -373,16 +381,9 @@ def _header_block(headers: dict[str, str], length: int) -> bytes:
     """Caller's headers (minus the framing ones this client owns), then the framing."""
     lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
     text = "".join(lines)
-    if "\n" in text.replace("\r\n", "") or "\r" in text.replace("\r\n", ""):
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
         raise ValueError("header names and values must not contain CR or LF")
     if any(name.lower() in _OWN_HEADERS for name in headers):
-        text = "".join(
-            line for name, line in zip(headers, lines, strict=True)
-            if name.lower() not in _OWN_HEADERS
-        )
+        kept = zip(headers, lines, strict=True)
+        text = "".join(line for name, line in kept if name.lower() not in _OWN_HEADERS)
     return f"{text}Content-Length: {length}\r\nConnection: keep-alive\r\n\r\n".encode()
-
-
-def _check_line(head: str) -> None:
-    if head.count("\r") != 2 or head.count("\n") != 2 or " " in head.split(" ", 2)[1]:
-        raise ValueError(f"URL would break the request line: {head!r}")

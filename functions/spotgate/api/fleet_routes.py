@@ -79,11 +79,13 @@ async def evicting(request: Request) -> Response:
     not_before = body.get("not_before")
     if not_before is not None and not isinstance(not_before, int | float):
         raise InvalidRequest("'not_before' must be epoch seconds or null.", param="not_before")
+    event_type = str(body.get("event_type") or "Preempt")
     worker = runtime.registry.drain(
         request.path_params["worker_id"],
-        f"spot eviction notice ({body.get('event_type') or 'Preempt'})",
+        f"scheduled event {event_type}",
         event_id=str(body.get("event_id") or "unknown"),
         not_before=float(not_before) if not_before is not None else None,
+        event_type=event_type,
     )
     return json_response(worker_view(runtime, worker))
 

@@ -89,7 +89,8 @@ class WorkerRegistry:
         """An agent says its engine is healthy: the worker takes traffic from now on."""
         now = self._clock.now()
         previous = self._workers.get(worker_id)
-        if previous and previous.state == WorkerState.DRAINING:
+        came_back = previous and previous.eviction is not None and previous.eviction.returns
+        if previous and previous.state == WorkerState.DRAINING and not came_back:
             previous.last_heartbeat = now
             self._save(previous)
             return previous
@@ -125,11 +126,12 @@ class WorkerRegistry:
         *,
         event_id: str | None = None,
         not_before: float | None = None,
+        event_type: str = "Preempt",
     ) -> Worker:
         """Stop routing new requests to the worker; its in-flight requests finish."""
         worker = self._require(worker_id)
         if event_id is not None:
-            worker.eviction = Eviction(event_id, not_before, self._clock.now())
+            worker.eviction = Eviction(event_id, not_before, self._clock.now(), event_type)
         self._move(worker, WorkerState.DRAINING, reason)
         return worker
 

@@ -51,6 +51,12 @@ class Eviction:
     event_id: str
     not_before: float | None
     reported_at: float
+    event_type: str = "Preempt"
+
+    @property
+    def returns(self) -> bool:
+        """A rebooted or redeployed VM comes back; a preempted or terminated one does not."""
+        return self.event_type in ("Reboot", "Redeploy")
 
 
 @dataclass
