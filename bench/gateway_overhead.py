@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--client", choices=("aiohttp", "pooled"), default="pooled")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "gateway_overhead.json")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -135,6 +136,8 @@ def main() -> None:
                 str(gateway_port),
                 "--upstream",
                 upstream_url,
+                "--client",
+                args.client,
             ],
         ),
         through,

@@ -6,6 +6,8 @@ import argparse
 
 import uvicorn
 
+from spotgate.adapters.http_upstream import AiohttpUpstream
+from spotgate.adapters.pooled_upstream import PooledHttpUpstream
 from spotgate.api.app import create_app
 from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.runtime import build_runtime
@@ -17,9 +19,15 @@ if __name__ == "__main__":
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--model", default="bench-model")
     parser.add_argument("--key", default="sk-bench")
+    parser.add_argument("--client", choices=("aiohttp", "pooled"), default="pooled")
     args = parser.parse_args()
     settings = Settings(api_keys=[args.key], admin_key=args.key, fleet_token=args.key)
-    runtime = build_runtime(settings, InMemoryWorkerStore())
+    client = PooledHttpUpstream if args.client == "pooled" else AiohttpUpstream
+    upstream = client(
+        connect_timeout_s=settings.upstream_connect_timeout_s,
+        read_timeout_s=settings.upstream_read_timeout_s,
+    )
+    runtime = build_runtime(settings, InMemoryWorkerStore(), upstream=upstream)
     runtime.registry.register(
         "zero", pool="default", model=args.model, engine="zero", url=args.upstream
     )

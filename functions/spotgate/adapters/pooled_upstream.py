@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -112,8 +113,7 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         if not self.busy or self.complete:  # nothing asked for: a broken or hostile peer
@@ -123,8 +123,8 @@ class _Connection(asyncio.Protocol):
         self._last_rx = self._loop.time()
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(f"invalid HTTP from worker: {exc}")
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(f"invalid HTTP from worker: {type(exc).__name__}: {exc}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -135,8 +135,7 @@ class _Connection(asyncio.Protocol):
         if not self.busy or self.complete or self.error is not None:
             return
         if self.headers_done and not self._framed:  # body delimited by EOF: that is its end
-            self.keep_alive = False
-            self.on_message_complete()
+            self.on_message_complete()  # and the connection is gone, so it is not pooled
             return
         why = f"{type(exc).__name__}: {exc}" if exc else "closed by worker"
         self.lost_before_reply = not self.received_any
@@ -181,7 +180,7 @@ class _Connection(asyncio.Protocol):
             self.content_type = "application/json"
             return
         self.complete = True
-        self.keep_alive = self.keep_alive or self._parser.should_keep_alive()
+        self.keep_alive = self._parser.should_keep_alive()
         self._cancel_timer()
         self._wake()
 
