@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from spotgate.engines.sim.generation import Completion
 from spotgate.engines.sim.streaming import sse
@@ -108,10 +108,10 @@ def completion_body(
 
 
 @dataclass(frozen=True, slots=True)
-class ChatChunks:
-    """`chat.completion.chunk` events: a role delta first, then one per token;
-    a choice's last token carries its finish_reason, as in vLLM."""
+class _StreamChunks:
+    """One stream's SSE events; subclasses name the object type and shape the choices."""
 
+    object_type: ClassVar[str]
     id: str
     created: int
     model: str
@@ -120,13 +120,21 @@ class ChatChunks:
         return sse(
             {
                 "id": self.id,
-                "object": "chat.completion.chunk",
+                "object": self.object_type,
                 "created": self.created,
                 "model": self.model,
                 "choices": [] if choice is None else [choice],
                 **extra,
             }
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ChatChunks(_StreamChunks):
+    """`chat.completion.chunk` events: a role delta first, then one per token;
+    a choice's last token carries its finish_reason, as in vLLM."""
+
+    object_type: ClassVar[str] = "chat.completion.chunk"
 
     def opening(self, n: int) -> bytes:
         return b"".join(
@@ -170,25 +178,11 @@ class ChatChunks:
 
 
 @dataclass(frozen=True, slots=True)
-class CompletionChunks:
+class CompletionChunks(_StreamChunks):
     """`text_completion` events: no role opening, one per token, the last with
     its finish_reason."""
 
-    id: str
-    created: int
-    model: str
-
-    def _chunk(self, choice: dict[str, Any] | None, **extra: Any) -> bytes:
-        return sse(
-            {
-                "id": self.id,
-                "object": "text_completion",
-                "created": self.created,
-                "model": self.model,
-                "choices": [] if choice is None else [choice],
-                **extra,
-            }
-        )
+    object_type: ClassVar[str] = "text_completion"
 
     def opening(self, n: int) -> bytes:
         return b""
