@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from spotgate.adapters.http_upstream import AiohttpUpstream
+from spotgate.adapters.pooled_upstream import PooledHttpUpstream
 from spotgate.clock import Clock, SystemClock
 from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.store import WorkerStore
@@ -74,7 +74,7 @@ def build_runtime(
     registry = WorkerRegistry(store, clock)
     load = OutstandingRequests()
     health = PassiveHealth(clock, settings.worker_cooldown_s)
-    upstream = upstream or AiohttpUpstream(
+    upstream = upstream or PooledHttpUpstream(
         connect_timeout_s=settings.upstream_connect_timeout_s,
         read_timeout_s=settings.upstream_read_timeout_s,
     )

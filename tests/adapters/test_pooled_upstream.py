@@ -451,3 +451,27 @@ async def test_slow_consumer_pauses_reading(client: PooledHttpUpstream) -> None:
         assert stream._conn.buffered < 4 << 20
         assert await stream.read_all() == big
         await stream.close()
+
+
+async def test_request_framing_is_the_clients_own(client: PooledHttpUpstream) -> None:
+    heads: list[bytes] = []
+
+    async def records(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
+        heads.append(await r.readuntil(b"\r\n\r\n"))
+        body = await r.readexactly(5)
+        w.write(response(body))
+
+    async with RawServer(records) as server:
+        headers = {"Host": "evil", "content-length": "999", "X-Request-ID": "r-1", **JSON}
+        assert (await client.post(server.url + "?a=1", b"hello", headers)).body == b"hello"
+    port = server.url.split(":")[2].split("/")[0]
+    assert heads[0].decode().split("\r\n") == [
+        "POST /v1/x?a=1 HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "X-Request-ID: r-1",
+        "Content-Type: application/json",
+        "Content-Length: 5",
+        "Connection: keep-alive",
+        "",
+        "",
+    ]

@@ -378,11 +378,8 @@ _OWN_HEADERS = frozenset({"host", "content-length", "connection", "transfer-enco
 
 def _header_block(headers: dict[str, str], length: int) -> bytes:
     """Caller's headers (minus the framing ones this client owns), then the framing."""
-    lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
+    lines = [f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() not in _OWN_HEADERS]
     text = "".join(lines)
     if text.count("\n") != len(lines) or text.count("\r") != len(lines):
         raise ValueError("header names and values must not contain CR or LF")
-    if any(name.lower() in _OWN_HEADERS for name in headers):
-        kept = zip(headers, lines, strict=True)
-        text = "".join(line for name, line in kept if name.lower() not in _OWN_HEADERS)
     return f"{text}Content-Length: {length}\r\nConnection: keep-alive\r\n\r\n".encode()
