@@ -10,14 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from spotgate.adapters.cache_factory import build_response_cache
 from spotgate.adapters.pooled_upstream import PooledHttpUpstream
 from spotgate.clock import Clock, SystemClock
 from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.store import WorkerStore
+from spotgate.gateway.cache_store import CacheStore
 from spotgate.gateway.catalog import ModelCatalog
 from spotgate.gateway.forwarding import Forwarder
 from spotgate.gateway.health import PassiveHealth
+from spotgate.gateway.health_probe import HealthProbe
 from spotgate.gateway.load import OutstandingRequests
+from spotgate.gateway.response_cache import ResponseCache
 from spotgate.gateway.selection import SelectionPolicy
 from spotgate.gateway.upstream import UpstreamClient
 from spotgate.orchestrations.services import DecisionLog, InMemoryDecisionLog
@@ -57,9 +61,15 @@ class Runtime:
     scheduled_events: Any = None
     decisions: DecisionLog = field(default_factory=InMemoryDecisionLog)
     ready: bool = False
+    response_cache: ResponseCache | None = None
+    probe: HealthProbe | None = None  # started by the app's lifespan
 
     async def close(self) -> None:
+        if self.probe is not None:
+            await self.probe.stop()
         await self.upstream.close()
+        if self.response_cache is not None:
+            await self.response_cache.close()
 
 
 def build_runtime(
@@ -69,6 +79,7 @@ def build_runtime(
     clock: Clock | None = None,
     upstream: UpstreamClient | None = None,
     policy: str = "least-outstanding",
+    cache_store: CacheStore | None = None,
 ) -> Runtime:
     clock = clock or SystemClock()
     registry = WorkerRegistry(store, clock)
@@ -97,4 +108,6 @@ def build_runtime(
         forwarder=forwarder,
         catalog=ModelCatalog(registry, settings.models),
         upstream=upstream,
+        response_cache=build_response_cache(settings, clock, cache_store),
+        probe=HealthProbe(registry, health),
     )

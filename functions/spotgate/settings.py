@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from spotgate.gateway.model_catalogue import ModelEntry
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPOTGATE_", env_file=".env", extra="ignore")
@@ -47,9 +49,47 @@ class Settings(BaseSettings):
     compute: Literal["local", "azure"] = "local"
     local_provision_delay_s: float = 0.0
 
+    cache_backend: Literal["sqlite", "memory", "off"] = Field(
+        default="sqlite", description="Response cache store (Cosmos DB on Azure)."
+    )
+    cache_max_bytes: int = 256 * 1024 * 1024
+    cache_ttl_s: float = 3600.0
+    cache_deterministic_only: bool = True
+    cache_rules: dict[str, dict[str, float | bool | int]] = Field(
+        default_factory=dict,
+        description="Per-model overrides, e.g. {'smollm2': {'ttl_s': 60, 'enabled': true}}.",
+    )
+    cache_timeout_s: float = 0.05
+
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
 
     @property
     def database_path(self) -> Path:
         return self.data_dir / "spotgate.sqlite3"
+
+    # --- model catalogue, auto model, prefix affinity, admission (gateway routing helper) ---
+    model_catalogue: list[ModelEntry] = Field(
+        default_factory=list,
+        description="Catalogued models (JSON in env); see gateway/model_catalogue.py.",
+    )
+    catalogue_file: Path | None = Field(
+        default=None, description="YAML or JSON model catalogue, merged after model_catalogue."
+    )
+    auto_model_name: str | None = Field(
+        default="auto", description="The model name that picks the cheapest fitting model."
+    )
+    auto_default_completion_tokens: int = 1024
+    token_count_timeout_s: float = 0.5
+    selection_policy: str = "least-outstanding"
+    prefix_affinity_chars: int = 1024
+    prefix_affinity_min_chars: int = 256
+    prefix_affinity_slack: int = 4
+    prefix_affinity_factor: float = 1.25
+    worker_max_concurrency: int = Field(
+        default=16, description="Requests a worker runs at once (vLLM max_num_seqs)."
+    )
+    admission_queue_limit: int = Field(
+        default=256, description="Requests that may wait per pool before a 429 or spillover."
+    )
+    # --- end gateway routing helper block ---

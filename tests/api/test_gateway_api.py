@@ -48,7 +48,11 @@ class EchoUpstream:
 @pytest.fixture
 def runtime() -> Runtime:
     settings = Settings(
-        api_keys=[API_KEY], admin_key=ADMIN_KEY, fleet_token=FLEET_TOKEN, capacity_wait_s=0
+        api_keys=[API_KEY],
+        admin_key=ADMIN_KEY,
+        fleet_token=FLEET_TOKEN,
+        capacity_wait_s=0,
+        cache_backend="memory",
     )
     return build_runtime(settings, InMemoryWorkerStore(), upstream=EchoUpstream())
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
-from spotgate.clock import SystemClock
+from spotgate.clock import ManualClock, SystemClock
 from spotgate.errors import NoCapacity, UpstreamError
 from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.store import InMemoryWorkerStore
+from spotgate.gateway.breaker import BreakerState
 from spotgate.gateway.forwarding import Forwarder, Reply, StreamReply
 from spotgate.gateway.health import PassiveHealth
 from spotgate.gateway.load import OutstandingRequests
@@ -39,7 +41,8 @@ class FakeStream:
 
 
 class FakeUpstream:
-    """Each worker URL behaves as told: 'ok', 'down', 'busy' (503), 'bad' (400) or 'breaks'."""
+    """Each worker URL behaves as told: 'ok', 'down', 'busy' (503), 'bad' (400), 'breaks'
+    or 'silent' (accepts the request, never answers)."""
 
     def __init__(self, behaviour: dict[str, str]) -> None:
         self.behaviour = behaviour
@@ -52,8 +55,10 @@ class FakeUpstream:
         host = self._host(url)
         self.calls.append(host)
         mode = self.behaviour[host]
+        if mode == "silent":
+            await asyncio.sleep(3600)
         if mode == "down":
-            raise WorkerUnreachable("connection refused")
+            raise WorkerUnreachable("connection refused") from ConnectionRefusedError()
         if mode == "busy":
             return UpstreamReply(503, b'{"error": {"message": "overloaded"}}', "application/json")
         if mode == "bad":
@@ -64,8 +69,10 @@ class FakeUpstream:
         host = self._host(url)
         self.calls.append(host)
         mode = self.behaviour[host]
+        if mode == "silent":
+            await asyncio.sleep(3600)
         if mode == "down":
-            raise WorkerUnreachable("connection refused")
+            raise WorkerUnreachable("connection refused") from ConnectionRefusedError()
         if mode == "busy":
             return FakeStream(503, [b"{}"])
         chunks = [b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"]
@@ -76,7 +83,7 @@ class FakeUpstream:
 
 
 def make_forwarder(
-    behaviour: dict[str, str], capacity_wait_s: float = 0.0
+    behaviour: dict[str, str], capacity_wait_s: float = 0.0, **options: Any
 ) -> tuple[Forwarder, WorkerRegistry, FakeUpstream, OutstandingRequests, PassiveHealth]:
     clock = SystemClock()
     registry = WorkerRegistry(InMemoryWorkerStore(), clock)
@@ -94,6 +101,7 @@ def make_forwarder(
         clock,
         max_attempts=3,
         capacity_wait_s=capacity_wait_s,
+        **options,
     )
     return forwarder, registry, upstream, load, health
 
@@ -170,3 +178,75 @@ async def test_stream_broken_mid_way_ends_with_an_sse_error_not_a_hang() -> None
     assert b'"error"' in body and body.endswith(b"data: [DONE]\n\n")
     assert not health.available("flaky")
     assert load.total() == 0
+
+
+async def test_a_worker_silent_past_the_first_byte_timeout_is_retried_elsewhere() -> None:
+    forwarder, _, upstream, load, health = make_forwarder(
+        {"silent": "silent", "live": "ok"}, first_byte_timeout_s=0.05
+    )
+    replies = [await forward(forwarder) for _ in range(2)]
+    assert [r.worker_id for r in replies] == ["live", "live"]
+    assert upstream.calls.count("silent") == 1
+    assert health.available("silent"), "a timeout is one failure, not proof of death"
+    assert load.total() == 0
+
+
+async def test_retries_stop_at_the_retry_deadline() -> None:
+    forwarder, _, upstream, _, _ = make_forwarder(
+        {"s1": "silent", "s2": "silent", "live": "ok"},
+        first_byte_timeout_s=0.05,
+        retry_deadline_s=0.01,
+    )
+    with pytest.raises(UpstreamError) as caught:
+        await forward(forwarder)
+    assert "retry deadline" in caught.value.message
+    assert upstream.calls in (["s1"], ["s2"])
+
+
+async def test_a_stream_whose_headers_never_come_is_retried_elsewhere() -> None:
+    forwarder, _, _, load, _ = make_forwarder(
+        {"silent": "silent", "live": "ok"}, stream_first_byte_timeout_s=0.05
+    )
+    for _ in range(2):
+        result = await forwarder.forward_stream("/v1/chat/completions", "m", b"{}", {}, {})
+        assert isinstance(result, StreamReply) and result.worker_id == "live"
+        assert b"".join([chunk async for chunk in result.chunks]).endswith(b"[DONE]\n\n")
+    assert load.total() == 0
+
+
+async def test_a_draining_worker_finishes_its_stream_and_gets_no_new_requests() -> None:
+    forwarder, registry, _, load, _ = make_forwarder({"leaving": "ok", "staying": "ok"})
+    streams = []
+    for _ in range(2):
+        result = await forwarder.forward_stream("/v1/chat/completions", "m", b"{}", {}, {})
+        assert isinstance(result, StreamReply)
+        streams.append(result)
+    leaving = next(s for s in streams if s.worker_id == "leaving")
+    first = await anext(leaving.chunks)
+    registry.drain("leaving", "eviction notice")
+    rest = b"".join([chunk async for chunk in leaving.chunks])
+    assert (first + rest).endswith(b"data: [DONE]\n\n") and b"error" not in rest
+    assert {(await forward(forwarder)).worker_id for _ in range(4)} == {"staying"}
+    for stream in streams:
+        if stream is not leaving:
+            _ = [chunk async for chunk in stream.chunks]
+    assert load.total() == 0
+
+
+async def test_an_open_breaker_lets_one_trial_through_after_its_cooldown() -> None:
+    clock = ManualClock()
+    registry = WorkerRegistry(InMemoryWorkerStore(), clock)
+    for host in ("flaky", "live"):
+        registry.register(host, pool="p", model="m", engine="sim", url=f"http://{host}")
+    upstream = FakeUpstream({"flaky": "down", "live": "ok"})
+    load = OutstandingRequests()
+    health = PassiveHealth(clock, cooldown_s=5)
+    forwarder = Forwarder(registry, upstream, LeastOutstanding(load), load, health, clock)
+    for _ in range(4):
+        await forward(forwarder)
+    assert upstream.calls.count("flaky") == 1
+    clock.advance(5)
+    upstream.behaviour["flaky"] = "ok"
+    served = [(await forward(forwarder)).worker_id for _ in range(6)]
+    assert upstream.calls.count("flaky") >= 2 and "flaky" in served
+    assert health.state("flaky") is BreakerState.CLOSED

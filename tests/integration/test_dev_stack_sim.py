@@ -7,116 +7,26 @@ with their agents) on free loopback ports, as a user would run it.
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import free_port
+from tests.integration.conftest import KEY, Stack, sim_stack, wait_until
 from tests.openai_schema import validate
 
 pytestmark = pytest.mark.integration
 
-KEY = "sk-integration-test"
 MODEL = "sim-model"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-@dataclass
-class Stack:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def fleet(self) -> dict:
-        headers = {"Authorization": f"Bearer {KEY}"}
-        return httpx.get(f"{self.url}/fleet", headers=headers, timeout=5).json()
-
-    def workers(self, state: str | None = None) -> list[dict]:
-        return [w for w in self.fleet()["workers"] if state is None or w["state"] == state]
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "SPOTGATE_URL": self.url, "SPOTGATE_ADMIN_KEY": KEY}
-        return subprocess.run(
-            [sys.executable, "-m", "spotgate.cli", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-
-
-def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("devstack")
-    port = free_port()
-    log = workdir / "dev.log"
-    env = {
-        **os.environ,
-        "SPOTGATE_DEV_API_KEY": KEY,
-        "SPOTGATE_HEARTBEAT_INTERVAL_S": "1",
-        "SPOTGATE_MONITOR_TICK_S": "0.5",
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "spotgate.cli",
-                "dev",
-                "--engine",
-                "sim",
-                "--workers",
-                "3",
-                "--port",
-                str(port),
-                "--ttft-ms",
-                "10",
-                "--tokens-per-s",
-                "400",
-            ],
-            cwd=workdir,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    stack = Stack(f"http://127.0.0.1:{port}", process, log)
-    try:
-
-        def three_ready() -> bool:
-            assert process.poll() is None, log.read_text()
-            try:
-                return len(stack.workers("ready")) == 3
-            except httpx.HTTPError:
-                return False
-
-        wait_until(three_ready, 60, "3 ready workers")
-        yield stack
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+    with sim_stack(tmp_path_factory.mktemp("devstack"), ttft_ms=10, tokens_per_s=400) as running:
+        yield running
 
 
 @pytest.fixture

@@ -32,7 +32,9 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 @pytest.fixture(scope="module")
 def gateway(vllm_server: VllmServer) -> Iterator[str]:
-    settings = Settings(api_keys=[KEY], admin_key=KEY, fleet_token=KEY, capacity_wait_s=5)
+    settings = Settings(
+        api_keys=[KEY], admin_key=KEY, fleet_token=KEY, capacity_wait_s=5, cache_backend="memory"
+    )
     runtime = build_runtime(settings, InMemoryWorkerStore())
     runtime.registry.register(
         "vllm-1", pool="default", model=vllm_server.model, engine="vllm", url=vllm_server.base_url
@@ -69,7 +71,11 @@ def test_chat_through_the_gateway_is_real_text_and_schema_valid(
 ) -> None:
     for _ in range(3):  # one worker of the two is dead: every request must still succeed
         raw = client.chat.completions.with_raw_response.create(
-            model=vllm_server.model, messages=QUESTION, temperature=0, max_tokens=32
+            model=vllm_server.model,
+            messages=QUESTION,
+            temperature=0,
+            max_tokens=32,
+            extra_headers={"Cache-Control": "no-store"},  # each request must reach a worker
         )
         body = raw.http_response.json()
         validate("CreateChatCompletionResponse", body)

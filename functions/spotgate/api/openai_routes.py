@@ -6,7 +6,7 @@ the fields it routes on, so a request costs one JSON parse here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -19,8 +19,12 @@ from spotgate.api.errors import json_response
 from spotgate.api.middleware import REQUEST_ID
 from spotgate.errors import ModelNotFound, PayloadTooLarge
 from spotgate.gateway import request_body
+from spotgate.gateway.cache_policy import CacheDecision
+from spotgate.gateway.cache_store import CachedResponse
 from spotgate.gateway.forwarding import Reply, StreamReply
 from spotgate.gateway.normalise import normalise_chat_response, normalise_completion_response
+from spotgate.gateway.sse_assemble import assemble_stream
+from spotgate.gateway.sse_replay import NotReplayable, replay_as_stream
 from spotgate.gateway.upstream_errors import openai_error_body
 from spotgate.runtime import Runtime
 
@@ -44,12 +48,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _served_headers(model: str, worker_id: str) -> dict[str, str]:
-    return {"X-Model": model, "X-Worker": worker_id, "X-Cache": "BYPASS"}
+def _served_headers(model: str, worker_id: str, x_cache: str) -> dict[str, str]:
+    return {"X-Model": model, "X-Worker": worker_id, "X-Cache": x_cache}
 
 
-def _reply_response(reply: Reply, model: str, normalise: Normaliser) -> Response:
-    headers = _served_headers(model, reply.worker_id)
+def _reply_response(reply: Reply, model: str, normalise: Normaliser, x_cache: str) -> Response:
+    headers = _served_headers(model, reply.worker_id, x_cache)
     if reply.status != 200:
         return Response(
             openai_error_body(reply.status, reply.body),
@@ -63,6 +67,54 @@ def _reply_response(reply: Reply, model: str, normalise: Normaliser) -> Response
     return Response(content, 200, headers, media_type="application/json")
 
 
+def _cached_response(
+    hit: CachedResponse, body: dict[str, Any], model: str, wants_stream: bool
+) -> Response | None:
+    """A stored answer in the form the client asked for; None if it cannot be replayed."""
+    headers = _served_headers(model, "cache", "HIT")
+    if not wants_stream:
+        return Response(hit.body, hit.status, headers, media_type="application/json")
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    try:
+        events = replay_as_stream(orjson.loads(hit.body), include_usage=include_usage)
+    except NotReplayable:
+        return None
+    return StreamingResponse(
+        iter(events), media_type="text/event-stream", headers={**_SSE_HEADERS, **headers}
+    )
+
+
+async def _storing_relay(
+    chunks: AsyncIterator[bytes],
+    runtime: Runtime,
+    decision: CacheDecision,
+    model: str,
+    worker_id: str,
+) -> AsyncIterator[bytes]:
+    """Relays a stream untouched and stores it once it completed whole, never a broken one."""
+    copied: list[bytes] | None = []
+    size = 0
+    completed = False
+    try:
+        async for chunk in chunks:
+            if copied is not None:
+                size += len(chunk)
+                copied = copied if size <= 4 * decision.max_entry_bytes else None
+                if copied is not None:
+                    copied.append(chunk)
+            yield chunk
+        completed = True
+    finally:
+        cache = runtime.response_cache
+        if completed and copied and cache is not None:
+            assembled = assemble_stream(copied)
+            if assembled is not None and assembled.get("usage") is not None:
+                stored = CachedResponse(
+                    200, orjson.dumps(assembled), model, runtime.clock.now(), worker_id
+                )
+                cache.schedule_put(decision, stored)
+
+
 def _endpoint(path: str, check: Checker, normalise: Normaliser, streams: bool):
     async def handle(request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime
@@ -72,18 +124,35 @@ def _endpoint(path: str, check: Checker, normalise: Normaliser, streams: bool):
         model = check(body)
         if not runtime.catalog.knows(model):
             raise ModelNotFound(model)
+        wants_stream = streams and bool(body.get("stream"))
+        cache = runtime.response_cache
+        decision = cache.decide(path, body, request.headers) if cache is not None else None
+        x_cache = "MISS" if decision is not None and decision.read else "BYPASS"
+        if cache is not None and decision is not None and decision.read:
+            hit = await cache.get(decision)
+            if hit is not None:
+                cached = _cached_response(hit, body, model, wants_stream)
+                if cached is not None:
+                    return cached
         forward_headers = {"X-Request-ID": request.scope[REQUEST_ID]}
-        if streams and body.get("stream"):
+        if wants_stream:
             result = await runtime.forwarder.forward_stream(path, model, raw, body, forward_headers)
             if isinstance(result, StreamReply):
+                chunks = result.chunks
+                if decision is not None and decision.write:
+                    chunks = _storing_relay(chunks, runtime, decision, model, result.worker_id)
                 return StreamingResponse(
-                    result.chunks,
+                    chunks,
                     media_type="text/event-stream",
-                    headers={**_SSE_HEADERS, **_served_headers(model, result.worker_id)},
+                    headers={**_SSE_HEADERS, **_served_headers(model, result.worker_id, x_cache)},
                 )
-            return _reply_response(result, model, None)
+            return _reply_response(result, model, None, x_cache)
         reply = await runtime.forwarder.forward(path, model, raw, body, forward_headers)
-        return _reply_response(reply, model, normalise)
+        response = _reply_response(reply, model, normalise, x_cache)
+        if cache is not None and decision is not None and decision.write and reply.status == 200:
+            stored = CachedResponse(200, response.body, model, runtime.clock.now(), reply.worker_id)
+            cache.schedule_put(decision, stored)
+        return response
 
     return handle
 

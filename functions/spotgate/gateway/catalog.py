@@ -1,36 +1,144 @@
-"""Which model names the gateway answers for: configured ones plus whatever workers serve.
+"""Which model names the gateway answers for: catalogued ones plus whatever workers serve.
 
-A configured model with no worker yet is known (its requests wait for
-capacity); a name nobody configured or serves is a 404, not a wait.
+A catalogued model with no worker yet is known (its requests wait for
+capacity or spill over); a name nobody configured or serves is a 404, not a
+wait. A catalogue entry maps the name a client asks for (or an alias) to the
+name workers serve it under and the pool that runs it; names workers serve
+that no entry covers keep working as implicit entries, as before the
+catalogue existed.
+
+`/v1/models` lists canonical names and, as separate ids, aliases, because
+that is what LiteLLM's proxy does (model_group_alias entries appear in
+/v1/models since v1.44.24, unless marked hidden; here `hide_aliases`). A
+served name that differs from its entry's name still resolves but is not
+listed, so clients see one name per model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from spotgate.fleet.registry import WorkerRegistry
+from spotgate.fleet.worker import WorkerState
+from spotgate.gateway.model_catalogue import ModelEntry, SpilloverTarget, check_unique_names
+
+DEFAULT_POOL = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    """Where a requested name leads: `served_name` routes to workers, `pool` to admission."""
+
+    requested: str
+    name: str
+    served_name: str
+    pool: str
+    entry: ModelEntry | None = None
+
+    @property
+    def spillover(self) -> SpilloverTarget | None:
+        return self.entry.spillover if self.entry is not None else None
+
+    @classmethod
+    def of(cls, entry: ModelEntry, requested: str | None = None) -> ResolvedModel:
+        return cls(requested or entry.name, entry.name, entry.worker_model, entry.pool, entry)
+
+
+def rewrite_model(raw: bytes, body: dict[str, Any], model: str) -> bytes:
+    """The bytes to send when workers call the model differently; the client's bytes if not.
+    `body` is left as the client sent it, for whatever keys off the requested name."""
+    if body.get("model") == model:
+        return raw
+    return orjson.dumps({**body, "model": model})
 
 
 class ModelCatalog:
-    def __init__(self, registry: WorkerRegistry, configured: list[str]) -> None:
+    def __init__(
+        self,
+        registry: WorkerRegistry,
+        configured: list[str],
+        entries: Sequence[ModelEntry] = (),
+        *,
+        auto_name: str | None = None,
+    ) -> None:
+        """`configured` are plain names (Settings.models) known before any worker registers."""
+        check_unique_names(entries, reserved=[auto_name] if auto_name else [])
         self._registry = registry
-        self._configured = frozenset(configured)
+        self._entries = tuple(entries)
+        self._by_name: dict[str, ModelEntry] = {}
+        for entry in self._entries:
+            for name in (entry.name, *entry.aliases):
+                self._by_name[name] = entry
+        self._by_served: dict[str, ModelEntry] = {}
+        for entry in self._entries:
+            self._by_served.setdefault(entry.worker_model, entry)
+        self._configured = frozenset(configured) - self._by_name.keys() - self._by_served.keys()
+        self._auto_name = auto_name if any(e.auto for e in self._entries) else None
+
+    @property
+    def entries(self) -> tuple[ModelEntry, ...]:
+        return self._entries
+
+    def auto_candidates(self) -> list[ModelEntry]:
+        """Entries `model: "auto"` may pick, cheapest first (ties by name, so it is stable)."""
+        return sorted((e for e in self._entries if e.auto), key=lambda e: (e.price, e.name))
+
+    def is_auto(self, model: str) -> bool:
+        """Whether `model` is the auto name and some entry may be chosen for it."""
+        return model == self._auto_name
+
+    def resolve(self, model: str) -> ResolvedModel | None:
+        """The entry for a name, alias or served name; an implicit one for served or
+        configured names no entry covers; None for a name nobody knows (a 404)."""
+        entry = self._by_name.get(model) or self._by_served.get(model)
+        if entry is not None:
+            return ResolvedModel.of(entry, model)
+        ready = self._registry.ready_for_model(model)  # O(1): the hot path stops here
+        if ready:
+            return ResolvedModel(model, model, model, ready[0].pool)
+        if model in self._configured:
+            return ResolvedModel(model, model, model, self._pool_of(model))
+        for worker in self._registry.all():  # a recently gone worker's model waits for a new one
+            if worker.model == model:
+                return ResolvedModel(model, model, model, worker.pool)
+        return None
 
     def knows(self, model: str) -> bool:
-        if model in self._configured or self._registry.ready_for_model(model):
-            return True
-        return any(w.model == model for w in self._registry.all())
+        return self.is_auto(model) or self.resolve(model) is not None
 
     def listing(self) -> dict[str, Any]:
-        created: dict[str, float] = {m: 0.0 for m in self._configured}
+        first_seen: dict[str, float] = {}
         for worker in self._registry.all():
-            if worker.state.value == "gone":
+            if worker.state == WorkerState.GONE:
                 continue
-            first = created.get(worker.model)
-            if not first or worker.registered_at < first:
-                created[worker.model] = worker.registered_at
+            seen = first_seen.get(worker.model)
+            if seen is None or worker.registered_at < seen:
+                first_seen[worker.model] = worker.registered_at
+        created: dict[str, float] = {}
+        for entry in self._entries:
+            ts = first_seen.get(entry.worker_model, 0.0)
+            created[entry.name] = ts
+            if not entry.hide_aliases:
+                created.update((alias, ts) for alias in entry.aliases)
+        for model in sorted(self._configured):
+            created.setdefault(model, first_seen.get(model, 0.0))
+        for model, ts in first_seen.items():
+            if model not in self._by_served and model not in self._by_name:
+                created.setdefault(model, ts)
+        if self._auto_name:
+            created[self._auto_name] = 0.0
         data = [
             {"id": model, "object": "model", "created": int(ts), "owned_by": "spotgate"}
             for model, ts in sorted(created.items())
         ]
         return {"object": "list", "data": data}
+
+    def _pool_of(self, model: str) -> str:
+        for worker in self._registry.all():
+            if worker.model == model:
+                return worker.pool
+        return DEFAULT_POOL

@@ -1,17 +1,21 @@
 """Sends a request to a worker and hides worker failures the client need not see.
 
-A non-streamed request whose worker cannot be reached or answers 5xx is
-retried on another worker; the failed worker sits out a cooldown. When no
-worker serves the model yet (cold start, replacement after an eviction), the
-request waits a bounded time for capacity instead of failing at once.
+A non-streamed request whose worker cannot be reached, answers 5xx or sends
+no reply within the first-byte timeout is retried on another worker, within
+a budget of attempts and an overall deadline; the failing worker's breaker
+counts it. When no worker serves the model yet (cold start, replacement after
+an eviction), the request waits a bounded time for capacity instead of
+failing at once. A stream whose worker dies mid-answer is continued on
+another worker (see `stream_resume`); one that cannot be ends with an SSE
+error event and [DONE], never a hung socket.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -19,11 +23,22 @@ from spotgate.clock import Clock
 from spotgate.errors import NoCapacity, UpstreamError
 from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.worker import Worker
+from spotgate.gateway.breaker import is_connection_refused
 from spotgate.gateway.health import PassiveHealth
 from spotgate.gateway.load import OutstandingRequests
 from spotgate.gateway.selection import SelectionPolicy
+from spotgate.gateway.stream_resume import (
+    SseRelay,
+    StreamProgress,
+    resume_blocker,
+    sse_error,
+)
 from spotgate.gateway.upstream import UpstreamClient, UpstreamStream, WorkerUnreachable
+from spotgate.gateway.upstream_errors import openai_error_body
 
+__all__ = ["Forwarder", "Reply", "StreamReply", "sse_error"]
+
+T = TypeVar("T")
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
 _JSON = {"Content-Type": "application/json"}
 
@@ -42,11 +57,6 @@ class StreamReply:
     chunks: AsyncIterator[bytes]
 
 
-def sse_error(message: str, code: str = "upstream_error") -> bytes:
-    payload = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
 class Forwarder:
     def __init__(
         self,
@@ -60,7 +70,18 @@ class Forwarder:
         max_attempts: int = 3,
         capacity_wait_s: float = 30.0,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        first_byte_timeout_s: float | None = None,
+        stream_first_byte_timeout_s: float | None = 30.0,
+        retry_deadline_s: float | None = None,
+        stream_resumes: int = 3,
+        resume_wait_s: float = 10.0,
     ) -> None:
+        """Timeouts: connecting and silence between bytes belong to the upstream client;
+        `first_byte_timeout_s` bounds the wait for a non-streamed reply's headers (the
+        whole generation, for vLLM), `stream_first_byte_timeout_s` a stream's headers
+        (vLLM sends them before queueing). `retry_deadline_s` stops new attempts, not
+        running ones. A broken stream is resumed at most `stream_resumes` times, each
+        waiting at most `resume_wait_s` for a worker."""
         self._registry = registry
         self._upstream = upstream
         self._policy = policy
@@ -70,23 +91,43 @@ class Forwarder:
         self._max_attempts = max_attempts
         self._capacity_wait_s = capacity_wait_s
         self._sleep = sleep
+        self._first_byte_timeout_s = first_byte_timeout_s
+        self._stream_first_byte_timeout_s = stream_first_byte_timeout_s
+        self._retry_deadline_s = retry_deadline_s
+        self._stream_resumes = stream_resumes
+        self._resume_wait_s = resume_wait_s
 
     async def forward(
         self, path: str, model: str, raw: bytes, body: dict[str, Any], headers: dict[str, str]
     ) -> Reply:
         tried: set[str] = set()
         last_problem = "no worker answered"
-        for _ in range(self._max_attempts):
-            worker = await self._pick(model, body, tried)
+        timeout = self._first_byte_timeout_s
+        deadline = self._deadline()
+        for attempt in range(self._max_attempts):
+            if attempt and deadline is not None and self._clock.now() >= deadline:
+                last_problem += f"; retry deadline of {self._retry_deadline_s:g} s passed"
+                break
+            worker = await self._pick(model, body, tried, self._capacity_wait_s)
             if worker is None:
                 break
             tried.add(worker.id)
             self._load.start(worker.id)
             try:
-                reply = await self._upstream.post(worker.url + path, raw, {**_JSON, **headers})
+                if timeout is None:
+                    reply = await self._upstream.post(worker.url + path, raw, {**_JSON, **headers})
+                else:
+                    async with asyncio.timeout(timeout):
+                        reply = await self._upstream.post(
+                            worker.url + path, raw, {**_JSON, **headers}
+                        )
             except WorkerUnreachable as exc:
-                self._health.failed(worker.id)
+                self._health.failed(worker.id, fatal=is_connection_refused(exc))
                 last_problem = f"worker {worker.id}: {exc}"
+                continue
+            except TimeoutError:
+                self._health.failed(worker.id)
+                last_problem = f"worker {worker.id} sent no reply within {timeout:g} s"
                 continue
             finally:
                 self._load.finish(worker.id)
@@ -96,11 +137,7 @@ class Forwarder:
                 continue
             self._health.succeeded(worker.id)
             return Reply(worker.id, reply.status, reply.body, reply.content_type)
-        raise UpstreamError(
-            f"The model '{model}' could not be served after {len(tried)} attempt(s): "
-            f"{last_problem}.",
-            code="upstream_unavailable",
-        )
+        raise _unserved(model, len(tried), last_problem)
 
     async def forward_stream(
         self, path: str, model: str, raw: bytes, body: dict[str, Any], headers: dict[str, str]
@@ -108,62 +145,189 @@ class Forwarder:
         """Opens a stream on a healthy worker; errors before the first byte are retried."""
         tried: set[str] = set()
         last_problem = "no worker answered"
-        for _ in range(self._max_attempts):
-            worker = await self._pick(model, body, tried)
+        deadline = self._deadline()
+        for attempt in range(self._max_attempts):
+            if attempt and deadline is not None and self._clock.now() >= deadline:
+                last_problem += f"; retry deadline of {self._retry_deadline_s:g} s passed"
+                break
+            worker = await self._pick(model, body, tried, self._capacity_wait_s)
             if worker is None:
                 break
             tried.add(worker.id)
-            self._load.start(worker.id)
-            try:
-                stream = await self._upstream.open_stream(
-                    worker.url + path, raw, {**_JSON, **headers}
-                )
-            except WorkerUnreachable as exc:
-                self._load.finish(worker.id)
-                self._health.failed(worker.id)
-                last_problem = f"worker {worker.id}: {exc}"
+            opened = await self._open(worker, path, raw, headers)
+            if isinstance(opened, str):
+                last_problem = opened
                 continue
-            if stream.status != 200:
-                try:
-                    payload = await stream.read_all()
-                except WorkerUnreachable:
-                    payload = b""
-                finally:
-                    await stream.close()
-                    self._load.finish(worker.id)
-                if stream.status in _RETRY_STATUSES:
-                    self._health.failed(worker.id)
-                    last_problem = f"worker {worker.id} answered {stream.status}"
-                    continue
-                return Reply(worker.id, stream.status, payload, "application/json")
-            self._health.succeeded(worker.id)
-            return StreamReply(worker.id, self._relay(worker, stream))
-        raise UpstreamError(
-            f"The model '{model}' could not be served after {len(tried)} attempt(s): "
-            f"{last_problem}.",
-            code="upstream_unavailable",
-        )
+            if isinstance(opened, Reply):
+                return opened
+            blocker = resume_blocker(path, body)
+            if blocker is None:
+                relay = self._resuming(worker, opened, path, model, body, headers, tried)
+            else:
+                relay = self._relay(worker, opened, blocker)
+            return StreamReply(worker.id, relay)
+        raise _unserved(model, len(tried), last_problem)
 
-    async def _relay(self, worker: Worker, stream: UpstreamStream) -> AsyncIterator[bytes]:
+    async def _relay(
+        self, worker: Worker, stream: UpstreamStream, blocker: str
+    ) -> AsyncIterator[bytes]:
+        """A stream no other worker could continue (`blocker` says why): whole lines relayed."""
+        relay = SseRelay()
         try:
             async for chunk in stream.chunks():
-                yield chunk
-        except WorkerUnreachable:
-            self._health.failed(worker.id)
-            yield sse_error(f"worker {worker.id} failed mid-stream", "worker_lost")
-            yield b"data: [DONE]\n\n"
+                if out := relay.feed(chunk):
+                    yield out
+        except WorkerUnreachable as exc:
+            self._health.failed(worker.id, fatal=True)
+            problem = f"worker {worker.id} failed mid-stream: {exc}"
+            yield relay.fail(f"{problem}; the answer cannot be resumed: {blocker}.")
         finally:
             await stream.close()
             self._load.finish(worker.id)
 
-    async def _pick(self, model: str, body: dict[str, Any], tried: set[str]) -> Worker | None:
+    async def _resuming(
+        self,
+        worker: Worker,
+        stream: UpstreamStream,
+        path: str,
+        model: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        tried: set[str],
+    ) -> AsyncIterator[bytes]:
+        """Relays `stream`; when its worker dies, goes on with a continuation elsewhere."""
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        progress = StreamProgress(
+            chat=path.endswith("/chat/completions"), include_usage=include_usage
+        )
+        current: UpstreamStream | None = stream
+        preamble = b""
+        resumes = 0
+        while current is not None:
+            problem = f"worker {worker.id} ended the stream early"
+            fatal = False
+            try:
+                if preamble:
+                    yield preamble
+                async for chunk in current.chunks():
+                    if out := progress.feed(chunk):
+                        yield out
+                    if progress.error is not None:
+                        break
+            except WorkerUnreachable as exc:
+                problem = f"worker {worker.id} failed mid-stream: {exc}"
+                fatal = True
+            finally:
+                await current.close()
+                self._load.finish(worker.id)
+            current = None
+            if progress.done:
+                return
+            if progress.error is not None:
+                if progress.client_error():
+                    yield progress.fail(progress.error_message(), "upstream_error")
+                    return
+                problem = f"worker {worker.id} reported an error mid-stream: "
+                problem += progress.error_message()
+                progress.error = None
+            self._health.failed(worker.id, fatal=fatal)
+            why = progress.blocker
+            if why is None and resumes >= self._stream_resumes:
+                why = f"it was resumed {resumes} time(s) already"
+            if why is not None:
+                yield progress.fail(f"{problem}; the answer cannot be resumed: {why}.")
+                return
+            resumes += 1
+            request, preamble = progress.continuation(body)
+            if request is None:
+                yield preamble + progress.finish()
+                return
+            reopened = await self._reopen(model, path, request, headers, tried)
+            if isinstance(reopened, str):
+                yield preamble + progress.fail(f"{problem}; resuming it failed: {reopened}.")
+                return
+            worker, current = reopened
+
+    async def _reopen(
+        self,
+        model: str,
+        path: str,
+        request: dict[str, Any],
+        headers: dict[str, str],
+        tried: set[str],
+    ) -> tuple[Worker, UpstreamStream] | str:
+        """The continuation's stream on a worker this stream has not used, or why not."""
+        raw = orjson.dumps(request)
+        problem = "no other worker serves the model"
+        for _ in range(self._max_attempts):
+            try:
+                worker = await self._pick(model, request, tried, self._resume_wait_s)
+            except NoCapacity:
+                return f"no other worker was available within {self._resume_wait_s:g} s"
+            if worker is None:
+                break
+            tried.add(worker.id)
+            opened = await self._open(worker, path, raw, headers)
+            if isinstance(opened, Reply):
+                message = orjson.loads(openai_error_body(opened.status, opened.body))["error"]
+                return f"worker {worker.id} answered {opened.status}: {message['message']}"
+            if not isinstance(opened, str):
+                return worker, opened
+            problem = opened
+        return problem
+
+    async def _open(
+        self, worker: Worker, path: str, raw: bytes, headers: dict[str, str]
+    ) -> UpstreamStream | Reply | str:
+        """A 200 stream; a final (non-retryable) reply; or why this worker failed."""
+        self._load.start(worker.id)
+        timeout = self._stream_first_byte_timeout_s
+        try:
+            opening = self._upstream.open_stream(worker.url + path, raw, {**_JSON, **headers})
+            stream = await _within(timeout, opening)
+        except WorkerUnreachable as exc:
+            self._load.finish(worker.id)
+            self._health.failed(worker.id, fatal=is_connection_refused(exc))
+            return f"worker {worker.id}: {exc}"
+        except TimeoutError:
+            self._load.finish(worker.id)
+            self._health.failed(worker.id)
+            return f"worker {worker.id} sent no response headers within {timeout:g} s"
+        except BaseException:
+            self._load.finish(worker.id)
+            raise
+        if stream.status == 200:
+            self._health.succeeded(worker.id)
+            return stream
+        try:
+            payload = await stream.read_all()
+        except WorkerUnreachable:
+            payload = b""
+        finally:
+            await stream.close()
+            self._load.finish(worker.id)
+        if stream.status in _RETRY_STATUSES:
+            self._health.failed(worker.id)
+            return f"worker {worker.id} answered {stream.status}"
+        return Reply(worker.id, stream.status, payload, "application/json")
+
+    def _deadline(self) -> float | None:
+        limit = self._retry_deadline_s
+        return None if limit is None else self._clock.now() + limit
+
+    async def _pick(
+        self, model: str, body: dict[str, Any], tried: set[str], wait_s: float
+    ) -> Worker | None:
         """A worker not tried yet; waits for capacity, or None once every ready one failed."""
-        deadline = self._clock.now() + self._capacity_wait_s
+        deadline = self._clock.now() + wait_s
         while True:
             untried = [w for w in self._registry.ready_for_model(model) if w.id not in tried]
             candidates = [w for w in untried if self._health.available(w.id)]
             if candidates:
-                return self._policy.choose(candidates, body)
+                worker = self._policy.choose(candidates, body)
+                self._health.attempt(worker.id)
+                return worker
             if tried and not untried:
                 return None
             if self._clock.now() >= deadline:
@@ -174,3 +338,17 @@ class Forwarder:
                     headers={"Retry-After": "5"},
                 )
             await self._sleep(0.05)
+
+
+async def _within(timeout_s: float | None, awaitable: Awaitable[T]) -> T:
+    if timeout_s is None:
+        return await awaitable
+    async with asyncio.timeout(timeout_s):
+        return await awaitable
+
+
+def _unserved(model: str, attempts: int, problem: str) -> UpstreamError:
+    return UpstreamError(
+        f"The model '{model}' could not be served after {attempts} attempt(s): {problem}.",
+        code="upstream_unavailable",
+    )

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import math
 from collections.abc import Sequence
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from spotgate.fleet.worker import Worker
 from spotgate.gateway.load import OutstandingRequests
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyOptions:
+    """Tunables any policy may read; one type for all, so the runtime passes them blindly."""
+
+    prefix_chars: int = 1024
+    min_prefix_chars: int = 256
+    affinity_slack: int = 4
+    affinity_factor: float = 1.25
 
 
 class SelectionPolicy:
@@ -21,26 +34,30 @@ class SelectionPolicy:
         cls.name = name
         SelectionPolicy.registry[name] = cls
 
-    def __init__(self, load: OutstandingRequests) -> None:
+    def __init__(self, load: OutstandingRequests, options: PolicyOptions | None = None) -> None:
         self.load = load
+        self.options = options or PolicyOptions()
 
     def choose(self, candidates: Sequence[Worker], request: dict[str, object]) -> Worker:
         raise NotImplementedError
 
     @classmethod
-    def make(cls, name: str, load: OutstandingRequests) -> SelectionPolicy:
+    def make(
+        cls, name: str, load: OutstandingRequests, options: PolicyOptions | None = None
+    ) -> SelectionPolicy:
         try:
-            return cls.registry[name](load)
+            policy = cls.registry[name]
         except KeyError:
             known = ", ".join(sorted(cls.registry))
             raise ValueError(f"unknown selection policy {name!r}; known: {known}") from None
+        return policy(load, options)
 
 
 class LeastOutstanding(SelectionPolicy, name="least-outstanding"):
     """Fewest requests in flight from this gateway; ties rotate so equal workers share load."""
 
-    def __init__(self, load: OutstandingRequests) -> None:
-        super().__init__(load)
+    def __init__(self, load: OutstandingRequests, options: PolicyOptions | None = None) -> None:
+        super().__init__(load, options)
         self._turn = itertools.count()
 
     def choose(self, candidates: Sequence[Worker], request: dict[str, object]) -> Worker:
@@ -55,3 +72,80 @@ class LeastOutstanding(SelectionPolicy, name="least-outstanding"):
             if load < best_load:
                 best, best_load = worker, load
         return best
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # text parts only: a data URL's opening bytes look alike
+        return "".join(
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def affinity_prefix(request: dict[str, Any], limit: int) -> str:
+    """The first `limit` characters of the conversation up to its first user turn.
+
+    Stopping at the first user turn keeps the key the same across a chat's
+    later turns (which share exactly that prefix with the first one), so a
+    conversation stays on the worker that holds its KV cache.
+    """
+    messages = request.get("messages")
+    if isinstance(messages, list):
+        parts: list[str] = []
+        size = 0
+        for message in messages:
+            if not isinstance(message, dict):
+                break
+            piece = f"{message.get('role')}\x1f{_content_text(message.get('content'))}\x1e"
+            parts.append(piece)
+            size += len(piece)
+            if size >= limit or message.get("role") == "user":
+                break
+        return "".join(parts)[:limit]
+    prompt = request.get("prompt")
+    return prompt[:limit] if isinstance(prompt, str) else ""
+
+
+def rendezvous_rank(key: bytes, candidates: Sequence[Worker]) -> list[Worker]:
+    """Highest-random-weight order: each worker's score depends only on (key, worker id),
+    so removing a worker moves only the keys it ranked first. blake2b, not hash(), so
+    every gateway replica agrees whatever its PYTHONHASHSEED."""
+    return sorted(candidates, key=lambda w: _score(key, w), reverse=True)
+
+
+def _score(key: bytes, worker: Worker) -> bytes:
+    return hashlib.blake2b(key + worker.id.encode(), digest_size=8).digest()
+
+
+class PrefixAffinity(SelectionPolicy, name="prefix-affinity"):
+    """Requests sharing a long prefix go to the same worker, where vLLM's prefix cache
+    already holds it, unless that worker is clearly busier than the idlest candidate.
+
+    The bound (idlest + slack, or idlest x factor under heavy load) is what keeps a
+    hot prefix (one shared system prompt) from piling onto one worker; past it the
+    request goes to the least-outstanding worker, as AIBrix's prefix router does.
+    Short prefixes gain little from a cache hit, so they are just load-balanced.
+    """
+
+    def __init__(self, load: OutstandingRequests, options: PolicyOptions | None = None) -> None:
+        super().__init__(load, options)
+        self._fallback = LeastOutstanding(load)
+
+    def choose(self, candidates: Sequence[Worker], request: dict[str, object]) -> Worker:
+        if len(candidates) == 1:
+            return candidates[0]
+        prefix = affinity_prefix(request, self.options.prefix_chars)
+        if len(prefix) < self.options.min_prefix_chars:
+            return self._fallback.choose(candidates, request)
+        key = hashlib.blake2b(prefix.encode(), digest_size=16).digest()
+        home = max(candidates, key=lambda w: _score(key, w))
+        idlest = min(self.load.of(w.id) for w in candidates)
+        bound = max(
+            idlest + self.options.affinity_slack,
+            math.floor(idlest * self.options.affinity_factor),
+        )
+        if self.load.of(home.id) <= bound:
+            return home
+        return self._fallback.choose(candidates, request)
