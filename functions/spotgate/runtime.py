@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from spotgate.adapters.cache_factory import build_response_cache
 from spotgate.adapters.pooled_upstream import PooledHttpUpstream
+from spotgate.adapters.router_factory import build_router
 from spotgate.clock import Clock, SystemClock
 from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.store import WorkerStore
@@ -21,8 +22,10 @@ from spotgate.gateway.forwarding import Forwarder
 from spotgate.gateway.health import PassiveHealth
 from spotgate.gateway.health_probe import HealthProbe
 from spotgate.gateway.load import OutstandingRequests
+from spotgate.gateway.model_catalogue import load_catalogue
 from spotgate.gateway.response_cache import ResponseCache
-from spotgate.gateway.selection import SelectionPolicy
+from spotgate.gateway.routing import Router
+from spotgate.gateway.selection import PolicyOptions, SelectionPolicy
 from spotgate.gateway.upstream import UpstreamClient
 from spotgate.orchestrations.services import DecisionLog, InMemoryDecisionLog
 from spotgate.settings import Settings
@@ -60,6 +63,7 @@ class Runtime:
     faults: LocalFaults | None = None
     scheduled_events: Any = None
     decisions: DecisionLog = field(default_factory=InMemoryDecisionLog)
+    router: Router | None = None
     ready: bool = False
     response_cache: ResponseCache | None = None
     probe: HealthProbe | None = None  # started by the app's lifespan
@@ -68,6 +72,8 @@ class Runtime:
         if self.probe is not None:
             await self.probe.stop()
         await self.upstream.close()
+        if self.router is not None:
+            await self.router.close()
         if self.response_cache is not None:
             await self.response_cache.close()
 
@@ -78,7 +84,7 @@ def build_runtime(
     *,
     clock: Clock | None = None,
     upstream: UpstreamClient | None = None,
-    policy: str = "least-outstanding",
+    policy: str | None = None,
     cache_store: CacheStore | None = None,
 ) -> Runtime:
     clock = clock or SystemClock()
@@ -89,16 +95,29 @@ def build_runtime(
         connect_timeout_s=settings.upstream_connect_timeout_s,
         read_timeout_s=settings.upstream_read_timeout_s,
     )
+    options = PolicyOptions(
+        settings.prefix_affinity_chars,
+        settings.prefix_affinity_min_chars,
+        settings.prefix_affinity_slack,
+        settings.prefix_affinity_factor,
+    )
     forwarder = Forwarder(
         registry,
         upstream,
-        SelectionPolicy.make(policy, load),
+        SelectionPolicy.make(policy or settings.selection_policy, load, options),
         load,
         health,
         clock,
         max_attempts=settings.upstream_max_attempts,
         capacity_wait_s=settings.capacity_wait_s,
     )
+    catalog = ModelCatalog(
+        registry,
+        settings.models,
+        load_catalogue(settings.model_catalogue, settings.catalogue_file),
+        auto_name=settings.auto_model_name,
+    )
+    router = build_router(settings, registry, catalog, forwarder, upstream, health)
     return Runtime(
         settings=settings,
         clock=clock,
@@ -106,7 +125,8 @@ def build_runtime(
         load=load,
         health=health,
         forwarder=forwarder,
-        catalog=ModelCatalog(registry, settings.models),
+        catalog=catalog,
+        router=router,
         upstream=upstream,
         response_cache=build_response_cache(settings, clock, cache_store),
         probe=HealthProbe(registry, health),

@@ -7,17 +7,12 @@ to the deployment, the key in the right header, streamed and not.
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from spotgate.adapters.http_upstream import AiohttpUpstream
@@ -29,6 +24,7 @@ from spotgate.gateway.forwarding import Reply, StreamReply
 from spotgate.gateway.model_catalogue import ModelEntry, SpilloverTarget
 from spotgate.gateway.spillover import SpilloverClient, should_spill, target_url
 from spotgate.gateway.upstream import UpstreamClient, UpstreamReply, UpstreamStream
+from tests.conftest import free_socket, serve_asgi
 
 CHAT = {
     "model": "cheap-local",
@@ -53,37 +49,10 @@ class Recorder:
         await self.app(scope, receive, send)
 
 
-def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextlib.contextmanager
-def serve(app: ASGIApp) -> Iterator[str]:
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[tuple[str, Recorder]]:
     recorder = Recorder(create_sim_app(SimConfig(model="managed-model", ttft_ms=0, tokens_per_s=0)))
-    with serve(recorder) as url:
+    with serve_asgi(recorder) as url:
         yield url, recorder
 
 

@@ -93,7 +93,7 @@ def test_killing_the_busiest_worker_mid_stream_costs_no_client_anything(
     with concurrent.futures.ThreadPoolExecutor(STREAMS) as pool:
         futures = [pool.submit(one_stream, i) for i in range(STREAMS)]
         served_by = collections.Counter(opened.get(timeout=30) for _ in range(STREAMS))
-        time.sleep(0.4)  # every stream is some 15 tokens into its 60
+        time.sleep(0.3)  # every stream is some 12 tokens into its 60
         victim, victims_streams = served_by.most_common(1)[0]
         killed = slow_stack.cli("fleet", "kill", victim)
         killed_at = time.monotonic()
@@ -117,3 +117,152 @@ def test_killing_the_busiest_worker_mid_stream_costs_no_client_anything(
         assert got.usage.total_tokens == got.usage.prompt_tokens + MAX_TOKENS
         if got.worker == victim:
             assert got.ended_at > killed_at, "the victim's streams were cut, then resumed"
+    resumed = slow_stack.log.read_text().count(f"worker {victim} failed mid-stream")
+    assert resumed == victims_streams, "every stream on the victim broke and was resumed"
+
+
+# -- against a real vLLM ---------------------------------------------------------------------
+
+
+class CuttingProxy:
+    """A loopback TCP proxy to one port that resets each client connection once it has
+    relayed `cut_after` response bytes on it: the gateway's view of a worker dying
+    in the middle of a reply. `cuts` counts the connections it killed."""
+
+    def __init__(self, target_port: int, cut_after: int) -> None:
+        self.cut_after = cut_after
+        self.cuts = 0
+        self._target_port = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self._target_port))
+        threading.Thread(target=_pump, args=(client, upstream), daemon=True).start()
+        relayed = 0
+        try:
+            while data := upstream.recv(65536):
+                if relayed + len(data) >= self.cut_after:
+                    client.sendall(data[: self.cut_after - relayed])
+                    self.cuts += 1
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                    break  # closing with SO_LINGER 0 sends a reset, as a dead host's kernel would
+                client.sendall(data)
+                relayed += len(data)
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+
+
+def _stream_events(
+    url: str, body: dict[str, Any], headers: dict[str, str]
+) -> tuple[str, list[Any]]:
+    """The X-Worker header and every SSE payload, parsed ('[DONE]' kept as a string)."""
+    events: list[Any] = []
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=120) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                payload = line[6:]
+                events.append(payload if payload == "[DONE]" else orjson.loads(payload))
+        return response.headers.get("x-worker", ""), events
+
+
+@pytest.fixture(scope="module")
+def vllm_failover(vllm_server: VllmServer) -> Iterator[tuple[str, CuttingProxy]]:
+    """A gateway whose worker "cut" is vLLM behind a `CuttingProxy`, "direct" vLLM itself."""
+    vllm_port = int(vllm_server.base_url.rsplit(":", 1)[1])
+    proxy = CuttingProxy(vllm_port, cut_after=1 << 30)  # each test sets its own cut
+    settings = Settings(api_keys=[KEY], admin_key=KEY, fleet_token=KEY, capacity_wait_s=5)
+    runtime = build_runtime(settings, InMemoryWorkerStore())
+    for worker_id, url in (
+        ("cut", f"http://127.0.0.1:{proxy.port}"),
+        ("direct", vllm_server.base_url),
+    ):
+        runtime.registry.register(
+            worker_id, pool="default", model=vllm_server.model, engine="vllm", url=url
+        )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "gateway did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", proxy
+    server.should_exit = True
+    thread.join(10)
+    proxy.close()
+
+
+@pytest.mark.vllm
+def test_a_vllm_stream_cut_mid_answer_is_finished_by_the_other_worker(
+    vllm_server: VllmServer, vllm_failover: tuple[str, CuttingProxy]
+) -> None:
+    """The client gets one complete, error-free stream whose text is vLLM's own answer.
+
+    The resumed half is generated from the partial answer sent back as an
+    assistant message with `continue_final_message`; under greedy decoding
+    that reproduces the uninterrupted answer as long as re-tokenizing the
+    partial text gives the tokens the model produced (true for SmolLM2 at
+    these boundaries; a cut inside a multi-token word could re-tokenize it
+    differently and let the continuation drift).
+    """
+    gateway, proxy = vllm_failover
+    body = {
+        "model": vllm_server.model,
+        "messages": [{"role": "user", "content": "Write a short story about a fox."}],
+        "temperature": 0,
+        "max_tokens": 48,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    direct = httpx.post(
+        f"{vllm_server.base_url}/v1/chat/completions",
+        json={**body, "stream": False, "stream_options": None},
+        timeout=120,
+    ).json()
+    expected = direct["choices"][0]["message"]["content"]
+    _, direct_events = _stream_events(f"{vllm_server.base_url}/v1/chat/completions", body, {})
+    raw_size = len(orjson.dumps(direct_events))
+    proxy.cut_after = raw_size // 2  # mid-answer, headers and all
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for _ in range(4):  # until the policy picks the cutting worker
+        worker, events = _stream_events(f"{gateway}/v1/chat/completions", body, headers)
+        if worker == "cut":
+            break
+    assert worker == "cut" and proxy.cuts >= 1
+    chunks = [e for e in events if e != "[DONE]"]
+    assert events[-1] == "[DONE]" and not [e for e in chunks if "error" in e]
+    text = "".join(c["delta"].get("content") or "" for e in chunks for c in e["choices"])
+    assert text == expected
+    assert len({e["id"] for e in chunks}) == 1
+    assert sum("role" in c["delta"] for e in chunks for c in e["choices"]) == 1
+    (usage,) = [e["usage"] for e in chunks if e.get("usage")]
+    assert usage["prompt_tokens"] == direct["usage"]["prompt_tokens"]
+    assert usage["completion_tokens"] == direct["usage"]["completion_tokens"]

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from spotgate.api.auth import require_key
 from spotgate.api.errors import json_response
 from spotgate.api.middleware import REQUEST_ID
-from spotgate.errors import ModelNotFound, PayloadTooLarge
+from spotgate.errors import PayloadTooLarge
 from spotgate.gateway import request_body
 from spotgate.gateway.cache_policy import CacheDecision
 from spotgate.gateway.cache_store import CachedResponse
@@ -122,35 +122,41 @@ def _endpoint(path: str, check: Checker, normalise: Normaliser, streams: bool):
         raw = await read_body(request, runtime.settings.max_body_bytes)
         body = request_body.parse_body(raw)
         model = check(body)
-        if not runtime.catalog.knows(model):
-            raise ModelNotFound(model)
+        router = runtime.router
+        assert router is not None
+        resolved = await router.resolve(model, body)
         wants_stream = streams and bool(body.get("stream"))
         cache = runtime.response_cache
-        decision = cache.decide(path, body, request.headers) if cache is not None else None
+        decision = None
+        if cache is not None:
+            key_body = body if resolved.served_name == model else {**body, "model": resolved.name}
+            decision = cache.decide(path, key_body, request.headers)
         x_cache = "MISS" if decision is not None and decision.read else "BYPASS"
         if cache is not None and decision is not None and decision.read:
             hit = await cache.get(decision)
             if hit is not None:
-                cached = _cached_response(hit, body, model, wants_stream)
+                cached = _cached_response(hit, body, resolved.name, wants_stream)
                 if cached is not None:
                     return cached
         forward_headers = {"X-Request-ID": request.scope[REQUEST_ID]}
-        if wants_stream:
-            result = await runtime.forwarder.forward_stream(path, model, raw, body, forward_headers)
-            if isinstance(result, StreamReply):
-                chunks = result.chunks
-                if decision is not None and decision.write:
-                    chunks = _storing_relay(chunks, runtime, decision, model, result.worker_id)
-                return StreamingResponse(
-                    chunks,
-                    media_type="text/event-stream",
-                    headers={**_SSE_HEADERS, **_served_headers(model, result.worker_id, x_cache)},
-                )
-            return _reply_response(result, model, None, x_cache)
-        reply = await runtime.forwarder.forward(path, model, raw, body, forward_headers)
-        response = _reply_response(reply, model, normalise, x_cache)
-        if cache is not None and decision is not None and decision.write and reply.status == 200:
-            stored = CachedResponse(200, response.body, model, runtime.clock.now(), reply.worker_id)
+        result = await router.forward(
+            path, resolved, raw, body, forward_headers, stream=wants_stream
+        )
+        if isinstance(result, StreamReply):
+            chunks = result.chunks
+            if decision is not None and decision.write:
+                chunks = _storing_relay(chunks, runtime, decision, resolved.name, result.worker_id)
+            headers = _served_headers(resolved.name, result.worker_id, x_cache)
+            return StreamingResponse(
+                chunks, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers}
+            )
+        response = _reply_response(
+            result, resolved.name, None if wants_stream else normalise, x_cache
+        )
+        if cache is not None and decision is not None and decision.write and result.status == 200:
+            stored = CachedResponse(
+                200, response.body, resolved.name, runtime.clock.now(), result.worker_id
+            )
             cache.schedule_put(decision, stored)
         return response
 

@@ -13,6 +13,7 @@ error event and [DONE], never a hung socket.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -38,6 +39,7 @@ from spotgate.gateway.upstream_errors import openai_error_body
 
 __all__ = ["Forwarder", "Reply", "StreamReply", "sse_error"]
 
+log = logging.getLogger("spotgate.forwarding")
 T = TypeVar("T")
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
 _JSON = {"Content-Type": "application/json"}
@@ -180,6 +182,7 @@ class Forwarder:
         except WorkerUnreachable as exc:
             self._health.failed(worker.id, fatal=True)
             problem = f"worker {worker.id} failed mid-stream: {exc}"
+            log.warning("%s; the answer cannot be resumed: %s", problem, blocker)
             yield relay.fail(f"{problem}; the answer cannot be resumed: {blocker}.")
         finally:
             await stream.close()
@@ -236,6 +239,7 @@ class Forwarder:
             if why is None and resumes >= self._stream_resumes:
                 why = f"it was resumed {resumes} time(s) already"
             if why is not None:
+                log.warning("%s; the answer cannot be resumed: %s", problem, why)
                 yield progress.fail(f"{problem}; the answer cannot be resumed: {why}.")
                 return
             resumes += 1
@@ -245,8 +249,10 @@ class Forwarder:
                 return
             reopened = await self._reopen(model, path, request, headers, tried)
             if isinstance(reopened, str):
+                log.warning("%s; resuming it failed: %s", problem, reopened)
                 yield preamble + progress.fail(f"{problem}; resuming it failed: {reopened}.")
                 return
+            log.info("%s; resumed on worker %s", problem, reopened[0].id)
             worker, current = reopened
 
     async def _reopen(

@@ -63,6 +63,9 @@ class SpilloverClient:
         self._upstream = upstream
         self._secrets = secrets
 
+    async def close(self) -> None:
+        await self._upstream.close()
+
     async def forward(
         self, entry: ModelEntry, path: str, body: dict[str, Any], headers: dict[str, str]
     ) -> Reply:

@@ -1,0 +1,121 @@
+"""From a requested model to an answer: resolve, admit, forward to a worker, or spill over.
+
+The order matters for cost: a pool that has no ready worker (cold, scaled to
+zero, evicted) spills to its managed endpoint at once rather than making the
+client wait; a pool that is merely busy queues the request, and spills only
+when the queue is full or the wait runs out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+from spotgate.errors import ModelNotFound, NoCapacity, UpstreamError
+from spotgate.gateway.admission import (
+    Admission,
+    AdmissionTimeout,
+    Admitted,
+    PoolCapacity,
+    QueueFull,
+)
+from spotgate.gateway.auto_model import AutoModelChooser
+from spotgate.gateway.catalog import ModelCatalog, ResolvedModel, rewrite_model
+from spotgate.gateway.forwarding import Forwarder, Reply, StreamReply
+from spotgate.gateway.spillover import SpilloverClient, should_spill
+
+
+async def _release_after(chunks: AsyncIterator[bytes], ticket: Admitted) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        ticket.release()
+
+
+class Router:
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        forwarder: Forwarder,
+        admission: Admission,
+        capacity: PoolCapacity,
+        *,
+        auto: AutoModelChooser | None = None,
+        spillover: SpilloverClient | None = None,
+        admission_wait_s: float = 30.0,
+    ) -> None:
+        self.catalog = catalog
+        self.admission = admission
+        self.capacity = capacity
+        self._forwarder = forwarder
+        self._auto = auto
+        self._spillover = spillover
+        self._admission_wait_s = admission_wait_s
+
+    async def close(self) -> None:
+        if self._spillover is not None:
+            await self._spillover.close()
+
+    async def resolve(self, model: str, body: dict[str, Any]) -> ResolvedModel:
+        if self._auto is not None and self.catalog.is_auto(model):
+            return ResolvedModel.of(await self._auto.choose(body), model)
+        resolved = self.catalog.resolve(model)
+        if resolved is None:
+            raise ModelNotFound(model)
+        return resolved
+
+    async def forward(
+        self,
+        path: str,
+        resolved: ResolvedModel,
+        raw: bytes,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        *,
+        stream: bool,
+    ) -> Reply | StreamReply:
+        served = resolved.served_name
+        raw = rewrite_model(raw, body, served)
+        can_spill = self._spillover is not None and resolved.spillover is not None
+        pool = resolved.pool
+        if can_spill and should_spill(
+            self.admission.state(pool, self.capacity.ready_workers(pool))
+        ):
+            return await self._spill(path, resolved, body, headers, stream)
+        try:
+            ticket = await self.admission.acquire(pool, self._admission_wait_s)
+        except (QueueFull, AdmissionTimeout):
+            if can_spill:
+                return await self._spill(path, resolved, body, headers, stream)
+            raise
+        released_by_stream = False
+        try:
+            if stream:
+                result = await self._forwarder.forward_stream(path, served, raw, body, headers)
+                if isinstance(result, StreamReply):
+                    released_by_stream = True
+                    return replace(result, chunks=_release_after(result.chunks, ticket))
+                return result
+            return await self._forwarder.forward(path, served, raw, body, headers)
+        except (NoCapacity, UpstreamError):
+            if can_spill:
+                return await self._spill(path, resolved, body, headers, stream)
+            raise
+        finally:
+            if not released_by_stream:
+                ticket.release()
+
+    async def _spill(
+        self,
+        path: str,
+        resolved: ResolvedModel,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        stream: bool,
+    ) -> Reply | StreamReply:
+        assert self._spillover is not None and resolved.entry is not None
+        if stream:
+            return await self._spillover.forward_stream(resolved.entry, path, body, headers)
+        return await self._spillover.forward(resolved.entry, path, body, headers)
