@@ -1,9 +1,11 @@
-"""How much the gateway adds to a request, against a zero-delay upstream.
+"""What the gateway adds to a request, and what a cache hit costs (zero-delay upstream).
 
-Runs the real gateway pinned to one core and the upstream plus wrk on the
-other, then compares wrk's latency percentiles through the gateway with
-those of calling the upstream directly (several runs, one connection), and
-measures the gateway's non-streamed requests/s on its one core.
+Runs the real gateway (default settings: SQLite response cache on) pinned to
+one core and the upstream plus wrk on the other. A sampled request
+(temperature 0.7) is never cached, so it measures the forwarding path; its
+latency percentiles are compared with calling the upstream directly
+(several runs, one connection). A deterministic request (temperature 0) is a
+cache hit after the first, so it measures the cache-hit path.
 
     make bench                      # or: .venv/bin/python bench/gateway_overhead.py --runs 3
 """
@@ -31,20 +33,32 @@ from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
 KEY = "sk-bench"
-BODY = json.dumps(
-    {
-        "model": "bench-model",
-        "messages": [{"role": "user", "content": "What is the capital of France?"}],
-        "temperature": 0,
-        "max_tokens": 16,
-    }
-)
-LUA = f"""
+
+
+def body(temperature: float) -> str:
+    return json.dumps(
+        {
+            "model": "bench-model",
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "temperature": temperature,
+            "max_tokens": 16,
+        }
+    )
+
+
+BODY = body(0.7)  # sampled: never cached, always forwarded
+HIT_BODY = body(0)  # deterministic: a cache hit after the first request
+
+
+def lua(payload: str) -> str:
+    return f"""
 wrk.method = "POST"
-wrk.body = [[{BODY}]]
+wrk.body = [[{payload}]]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {KEY}"
 """
+
+
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -126,12 +140,15 @@ def main() -> None:
         pinned(1, [sys.executable, str(HERE / "zero_upstream.py"), "--port", str(upstream_port)]),
         direct,
     )
+    data_dir = tempfile.mkdtemp(prefix="spotgate-bench-")
     gateway = start(
         pinned(
             0,
             [
                 sys.executable,
                 str(HERE / "gateway_server.py"),
+                "--data-dir",
+                data_dir,
                 "--port",
                 str(gateway_port),
                 "--upstream",
@@ -144,16 +161,22 @@ def main() -> None:
     )
     rows: list[dict[str, float]] = []
     try:
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-            lua.write(LUA)
-        script = Path(lua.name)
+        scripts = {}
+        for name, payload in (("forward", BODY), ("hit", HIT_BODY)):
+            with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+                handle.write(lua(payload))
+            scripts[name] = Path(handle.name)
+        script, hit_script = scripts["forward"], scripts["hit"]
         wrk(through, script, 8, 2)  # warm-up: connection pools, lazy imports
+        wrk(through, hit_script, 1, 1)  # stores the deterministic answer
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("benchmarking", total=args.runs)
             for _ in range(args.runs):
                 d = wrk(direct, script, 1, args.seconds)
                 g = wrk(through, script, 1, args.seconds)
                 t = wrk(through, script, args.connections, args.seconds)
+                h = wrk(through, hit_script, 1, args.seconds)
+                ht = wrk(through, hit_script, args.connections, args.seconds)
                 rows.append(
                     {
                         "direct_p50_ms": d["p50_ms"],
@@ -163,7 +186,14 @@ def main() -> None:
                         "added_p50_ms": g["p50_ms"] - d["p50_ms"],
                         "added_p99_ms": g["p99_ms"] - d["p99_ms"],
                         "gateway_rps_one_core": t["rps"],
-                        "errors": d["errors"] + g["errors"] + t["errors"],
+                        "cache_hit_p50_ms": h["p50_ms"],
+                        "cache_hit_p99_ms": h["p99_ms"],
+                        "cache_hit_rps_one_core": ht["rps"],
+                        "errors": d["errors"]
+                        + g["errors"]
+                        + t["errors"]
+                        + h["errors"]
+                        + ht["errors"],
                     }
                 )
                 progress.advance(task)
@@ -171,8 +201,8 @@ def main() -> None:
         stop(gateway)
         stop(upstream)
     table = Table(
-        title="gateway overhead vs a zero-delay upstream (1 connection; rps at "
-        f"{args.connections} connections, gateway pinned to one core)"
+        title="gateway vs a zero-delay upstream: latency at 1 connection, rps at "
+        f"{args.connections} connections, gateway pinned to one core"
     )
     table.add_column("metric")
     for i in range(len(rows)):

@@ -20,8 +20,14 @@ if __name__ == "__main__":
     parser.add_argument("--model", default="bench-model")
     parser.add_argument("--key", default="sk-bench")
     parser.add_argument("--client", choices=("aiohttp", "pooled"), default="pooled")
+    parser.add_argument("--data-dir", default=None, help="Where the SQLite response cache lives.")
     args = parser.parse_args()
-    settings = Settings(api_keys=[args.key], admin_key=args.key, fleet_token=args.key)
+    settings = Settings(
+        api_keys=[args.key],
+        admin_key=args.key,
+        fleet_token=args.key,
+        **({"data_dir": args.data_dir} if args.data_dir else {}),
+    )
     client = PooledHttpUpstream if args.client == "pooled" else AiohttpUpstream
     upstream = client(
         connect_timeout_s=settings.upstream_connect_timeout_s,
