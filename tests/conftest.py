@@ -26,6 +26,8 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp
 
+from spotgate.engines.embedding_model import SERVED_NAME as EMBEDDING_MODEL
+from spotgate.engines.embedding_model import find_minilm, vllm_pooling_args
 from spotgate.engines.local_model import default_model_cache, prepare_smollm2
 from spotgate.engines.vllm_engine import VllmLaunch, wait_healthy
 
@@ -98,13 +100,10 @@ def smollm2_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def vllm_server(
-    smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[VllmServer]:
-    """One real vLLM OpenAI server on a free loopback port, for the whole session."""
-    launch = VllmLaunch(model_dir=smollm2_dir, port=free_port())
-    log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
+@contextlib.contextmanager
+def running_vllm(launch: VllmLaunch, log_dir: Path, what: str) -> Iterator[VllmServer]:
+    """Starts vLLM in its own process group, waits until healthy, stops it by pid."""
+    log_path = log_dir / "vllm.log"
     started = time.monotonic()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -118,7 +117,7 @@ def vllm_server(
     try:
         run_coroutine(wait_healthy(launch.base_url, VLLM_HEALTHY_TIMEOUT_S, process, log_path))
         startup_s = time.monotonic() - started
-        _timings["vLLM healthy after start"] = startup_s
+        _timings[what] = startup_s
         yield VllmServer(
             base_url=launch.base_url,
             model=launch.served_model_name,
@@ -128,6 +127,34 @@ def vllm_server(
         )
     finally:
         stop_process_group(process)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(
+    smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VllmServer]:
+    """One real vLLM OpenAI server on a free loopback port, for the whole session."""
+    launch = VllmLaunch(model_dir=smollm2_dir, port=free_port())
+    with running_vllm(launch, tmp_path_factory.mktemp("vllm"), "vLLM healthy after start") as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def vllm_embedding_server(
+    smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VllmServer]:
+    """vLLM serving all-MiniLM-L6-v2 as a pooling (embedding) model."""
+    launch = VllmLaunch(
+        model_dir=find_minilm(),
+        port=free_port(),
+        served_model_name=EMBEDDING_MODEL,
+        dtype="float32",
+        max_model_len=256,
+        extra_args=vllm_pooling_args(),
+    )
+    log_dir = tmp_path_factory.mktemp("vllm-embed")
+    with running_vllm(launch, log_dir, "vLLM embeddings healthy after start") as server:
+        yield server
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

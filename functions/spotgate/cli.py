@@ -37,6 +37,9 @@ def dev(
     ttft_ms: Annotated[float, typer.Option(help="sim: time to first token.")] = 20.0,
     tokens_per_s: Annotated[float, typer.Option(help="sim: decode speed.")] = 200.0,
     max_concurrency: Annotated[int, typer.Option(help="sim: concurrent sequences.")] = 16,
+    embeddings: Annotated[
+        bool, typer.Option(help="vllm: also run an embedding worker (all-MiniLM-L6-v2).")
+    ] = False,
 ) -> None:
     """Run gateway, control plane, fleet monitor and N workers on this machine."""
     from spotgate.dev_command import run_dev
@@ -53,6 +56,7 @@ def dev(
         ttft_ms=ttft_ms,
         tokens_per_s=tokens_per_s,
         max_concurrency=max_concurrency,
+        embeddings=embeddings,
     )
 
 
@@ -76,6 +80,9 @@ def worker(
     cpu_cores: Annotated[
         str | None, typer.Option(help="vllm: CPU cores for its threads, e.g. '1' or '0-3'.")
     ] = None,
+    pooling: Annotated[
+        bool, typer.Option(help="vllm: serve an embedding (pooling) model.")
+    ] = False,
 ) -> None:
     """Run one engine and its agent (used by `dev`, and the model for the VM image)."""
     from spotgate.worker_process import WorkerOptions, run_worker
@@ -96,6 +103,7 @@ def worker(
         tokens_per_s=tokens_per_s,
         max_concurrency=max_concurrency,
         cpu_cores=cpu_cores,
+        pooling=pooling,
     )
     raise typer.Exit(asyncio.run(run_worker(options)))
 

@@ -50,12 +50,16 @@ def run_dev(
     ttft_ms: float,
     tokens_per_s: float,
     max_concurrency: int,
+    embeddings: bool = False,
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
     base = Settings(host=host, port=port)
     settings, key = dev_settings(base, os.environ.get("SPOTGATE_DEV_API_KEY"))
-    settings = settings.model_copy(update={"models": [model, *settings.models]})
+    if embeddings and engine != "vllm":
+        raise SystemExit("--embeddings needs --engine vllm (sim workers answer embeddings)")
+    pools = [*settings.pools, "embeddings"] if embeddings else settings.pools
+    settings = settings.model_copy(update={"models": [model, *settings.models], "pools": pools})
     model_dir: Path | None = None
     if engine == "vllm":
         from spotgate.engines.local_model import default_model_cache, prepare_smollm2
@@ -71,6 +75,7 @@ def run_dev(
         ttft_ms=ttft_ms,
         tokens_per_s=tokens_per_s,
         max_concurrency=max_concurrency,
+        embeddings=embeddings,
     )
     url = settings.base_url()
     _write_connection_file(url, key)

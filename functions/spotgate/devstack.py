@@ -41,6 +41,7 @@ class DevOptions:
     ttft_ms: float = 20.0
     tokens_per_s: float = 200.0
     max_concurrency: int = 16
+    embeddings: bool = False
 
 
 class LocalFaultInjector:
@@ -128,6 +129,12 @@ def build_dev_app(
             for index in range(options.workers):
                 args = _worker_args(options, index)
                 await compute.launch(WorkerSpec(options.pool, options.model, options.engine, args))
+            if options.embeddings:
+                from spotgate.engines.embedding_model import SERVED_NAME, find_minilm
+
+                args = ["--model-dir", str(find_minilm()), "--pooling"]
+                args += ["--cpu-cores", str(options.workers % (os.cpu_count() or 1))]
+                await compute.launch(WorkerSpec("embeddings", SERVED_NAME, "vllm", args))
             waiter = asyncio.create_task(_announce_when_ready(runtime, options, on_ready))
             try:
                 yield
@@ -147,7 +154,7 @@ async def _announce_when_ready(
     started = time.monotonic()
     while True:
         ready = [w for w in runtime.registry.all() if w.state == WorkerState.READY]
-        if len(ready) >= options.workers:
+        if len(ready) >= options.workers + int(options.embeddings):
             break
         await asyncio.sleep(0.25)
     log.info("%d workers ready after %.1f s", len(ready), time.monotonic() - started)

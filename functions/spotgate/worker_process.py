@@ -16,6 +16,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("spotgate.worker")
 
@@ -44,6 +45,7 @@ class WorkerOptions:
     tokens_per_s: float = 200.0
     max_concurrency: int = 16
     cpu_cores: str | None = None
+    pooling: bool = False
 
 
 def _agent_command(options: WorkerOptions) -> list[str]:
@@ -103,11 +105,17 @@ async def _start_vllm(options: WorkerOptions) -> asyncio.subprocess.Process:
 
     if options.model_dir is None:
         raise SystemExit("--model-dir is required with --engine vllm")
+    pooling: dict[str, Any] = {}
+    if options.pooling:
+        from spotgate.engines.embedding_model import vllm_pooling_args
+
+        pooling = {"dtype": "float32", "max_model_len": 256, "extra_args": vllm_pooling_args()}
     launch = VllmLaunch(
         model_dir=options.model_dir,
         served_model_name=options.model,
         host=options.host,
         port=options.port,
+        **pooling,
         extra_env={"VLLM_CPU_OMP_THREADS_BIND": options.cpu_cores} if options.cpu_cores else {},
     )
     return await asyncio.create_subprocess_exec(

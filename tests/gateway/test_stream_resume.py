@@ -424,3 +424,14 @@ async def test_a_client_leaving_mid_resume_releases_everything() -> None:
             break
     await chunks.aclose()  # type: ignore[attr-defined]
     assert seen and load.total() == 0 and all(s.closed for s in workers.streams)
+
+
+async def test_the_continuation_names_the_model_as_workers_do_not_as_the_client_did() -> None:
+    workers = SimWorkers([Cut(700), None])
+    forwarder, _, _, _ = make(workers, ["a", "b"])
+    body = chat_request(model="my-alias")  # a catalogue alias the router resolved
+    raw = orjson.dumps({**body, "model": "sim-model"})
+    result = await forwarder.forward_stream(CHAT, "sim-model", raw, body, {})
+    assert isinstance(result, StreamReply)
+    text = b"".join([chunk async for chunk in result.chunks])
+    assert b'"error"' not in text and workers.requests[1][1]["model"] == "sim-model"

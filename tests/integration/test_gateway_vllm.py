@@ -19,7 +19,7 @@ import uvicorn
 
 from spotgate.api.app import create_app
 from spotgate.fleet.store import InMemoryWorkerStore
-from spotgate.runtime import build_runtime
+from spotgate.runtime import Runtime, build_runtime
 from spotgate.settings import Settings
 from tests.conftest import VllmServer, free_port
 from tests.openai_schema import validate
@@ -31,11 +31,16 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
-def gateway(vllm_server: VllmServer) -> Iterator[str]:
+def gateway_runtime() -> Runtime:
     settings = Settings(
         api_keys=[KEY], admin_key=KEY, fleet_token=KEY, capacity_wait_s=5, cache_backend="memory"
     )
-    runtime = build_runtime(settings, InMemoryWorkerStore())
+    return build_runtime(settings, InMemoryWorkerStore())
+
+
+@pytest.fixture(scope="module")
+def gateway(gateway_runtime: Runtime, vllm_server: VllmServer) -> Iterator[str]:
+    runtime = gateway_runtime
     runtime.registry.register(
         "vllm-1", pool="default", model=vllm_server.model, engine="vllm", url=vllm_server.base_url
     )
@@ -125,3 +130,34 @@ def test_completions_through_the_gateway(client: openai.OpenAI, vllm_server: Vll
     )
     assert reply.choices[0].text.strip()
     assert reply.usage is not None and reply.usage.prompt_tokens > 0
+
+
+def test_embeddings_from_a_real_pooling_model_through_the_gateway(
+    gateway_runtime: Runtime, gateway: str, vllm_embedding_server: VllmServer
+) -> None:
+    gateway_runtime.registry.register(
+        "embed-1",
+        pool="embeddings",
+        model=vllm_embedding_server.model,
+        engine="vllm",
+        url=vllm_embedding_server.base_url,
+    )
+    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0)
+    raw = client.embeddings.with_raw_response.create(
+        model=vllm_embedding_server.model,
+        input=["The capital of France is Paris.", "Paris is the capital of France.", "Bananas"],
+        encoding_format="float",  # the schema describes floats; the client defaults to base64
+    )
+    body = raw.http_response.json()
+    validate("CreateEmbeddingResponse", body)
+    assert raw.headers["x-worker"] == "embed-1"
+    vectors = [item["embedding"] for item in body["data"]]
+    assert len(vectors) == 3 and len(vectors[0]) == 384
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        dot = sum(x * y for x, y in zip(a, b, strict=True))
+        return dot / (sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)
+
+    assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2])
+    default = client.embeddings.create(model=vllm_embedding_server.model, input="Bananas")
+    assert default.data[0].embedding == pytest.approx(vectors[2], abs=1e-5)  # base64 path

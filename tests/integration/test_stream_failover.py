@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import queue
+import re
 import socket
 import threading
 import time
@@ -63,7 +65,12 @@ def _prompt(i: int) -> list[dict[str, str]]:
 def test_killing_the_busiest_worker_mid_stream_costs_no_client_anything(
     slow_stack: Stack,
 ) -> None:
-    client = openai.OpenAI(base_url=f"{slow_stack.url}/v1", api_key=KEY, max_retries=0)
+    client = openai.OpenAI(
+        base_url=f"{slow_stack.url}/v1",
+        api_key=KEY,
+        max_retries=0,
+        default_headers={"Cache-Control": "no-store"},  # references must come from workers
+    )
     opened: queue.Queue[str] = queue.Queue()
 
     def one_stream(i: int) -> Received:
@@ -125,13 +132,15 @@ def test_killing_the_busiest_worker_mid_stream_costs_no_client_anything(
 
 
 class CuttingProxy:
-    """A loopback TCP proxy to one port that resets each client connection once it has
-    relayed `cut_after` response bytes on it: the gateway's view of a worker dying
-    in the middle of a reply. `cuts` counts the connections it killed."""
+    """A loopback TCP proxy to one port that closes each client connection once it has
+    relayed `cut_after` response bytes on it: the gateway's view of a worker process
+    dying in the middle of a reply (its kernel closes the socket). `cuts` counts them;
+    `before_cut` keeps what the last cut connection relayed."""
 
     def __init__(self, target_port: int, cut_after: int) -> None:
         self.cut_after = cut_after
         self.cuts = 0
+        self.before_cut = b""
         self._target_port = target_port
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -151,21 +160,26 @@ class CuttingProxy:
     def _serve(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self._target_port))
         threading.Thread(target=_pump, args=(client, upstream), daemon=True).start()
-        relayed = 0
+        relayed: list[bytes] = []
+        size = 0
         try:
             while data := upstream.recv(65536):
-                if relayed + len(data) >= self.cut_after:
-                    client.sendall(data[: self.cut_after - relayed])
+                if size + len(data) >= self.cut_after:
+                    relayed.append(data[: self.cut_after - size])
+                    client.sendall(relayed[-1])
+                    self.before_cut = b"".join(relayed)
                     self.cuts += 1
-                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-                    break  # closing with SO_LINGER 0 sends a reset, as a dead host's kernel would
+                    break
                 client.sendall(data)
-                relayed += len(data)
+                relayed.append(data)
+                size += len(data)
         except OSError:
             pass
-        finally:
-            client.close()
-            upstream.close()
+        finally:  # shutdown, not just close: it wakes the pump thread blocked in recv()
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:
@@ -174,6 +188,11 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
             sink.sendall(data)
     except OSError:
         pass
+
+
+def _content(events: list[Any]) -> str:
+    chunks = [e for e in events if isinstance(e, dict) and "choices" in e]
+    return "".join(c["delta"].get("content") or "" for e in chunks for c in e["choices"])
 
 
 def _stream_events(
@@ -194,13 +213,13 @@ def _stream_events(
 def vllm_failover(vllm_server: VllmServer) -> Iterator[tuple[str, CuttingProxy]]:
     """A gateway whose worker "cut" is vLLM behind a `CuttingProxy`, "direct" vLLM itself."""
     vllm_port = int(vllm_server.base_url.rsplit(":", 1)[1])
-    proxy = CuttingProxy(vllm_port, cut_after=1 << 30)  # each test sets its own cut
-    settings = Settings(api_keys=[KEY], admin_key=KEY, fleet_token=KEY, capacity_wait_s=5)
+    proxy = CuttingProxy(vllm_port, cut_after=1 << 30)  # the test sets the cut
+    settings = Settings(
+        api_keys=[KEY], admin_key=KEY, fleet_token=KEY, capacity_wait_s=5, cache_backend="off"
+    )
     runtime = build_runtime(settings, InMemoryWorkerStore())
-    for worker_id, url in (
-        ("cut", f"http://127.0.0.1:{proxy.port}"),
-        ("direct", vllm_server.base_url),
-    ):
+    cutting = f"http://127.0.0.1:{proxy.port}"
+    for worker_id, url in (("cut", cutting), ("direct", vllm_server.base_url)):
         runtime.registry.register(
             worker_id, pool="default", model=vllm_server.model, engine="vllm", url=url
         )
@@ -224,14 +243,21 @@ def vllm_failover(vllm_server: VllmServer) -> Iterator[tuple[str, CuttingProxy]]
 def test_a_vllm_stream_cut_mid_answer_is_finished_by_the_other_worker(
     vllm_server: VllmServer, vllm_failover: tuple[str, CuttingProxy]
 ) -> None:
-    """The client gets one complete, error-free stream whose text is vLLM's own answer.
+    """The client gets one complete, error-free stream that goes on from the cut.
 
-    The resumed half is generated from the partial answer sent back as an
-    assistant message with `continue_final_message`; under greedy decoding
-    that reproduces the uninterrupted answer as long as re-tokenizing the
-    partial text gives the tokens the model produced (true for SmolLM2 at
-    these boundaries; a cut inside a multi-token word could re-tokenize it
-    differently and let the continuation drift).
+    Why not "equals the uninterrupted answer": the second worker reads the
+    partial answer back as prompt (`continue_final_message`) and prefills it
+    in one pass, where the first worker decoded it token by token. On vLLM's
+    CPU build in bfloat16 those two paths round differently, and where
+    SmolLM2's greedy choice is a near tie the continuation takes the other
+    branch (seen here: "...seemed to blend seamlessly" after a cut where the
+    uninterrupted answer says "...seemed to shift and change"); re-tokenizing
+    the partial text can also merge differently at the boundary. So this
+    asserts what resumption can promise on real hardware: every byte the
+    client got before the cut stands, the rest follows in the same stream
+    (one id, one role chunk, one finish), and usage counts both workers'
+    tokens against the original prompt. The sim stack, whose continuation is
+    exact, holds the gateway to "equals the uninterrupted answer".
     """
     gateway, proxy = vllm_failover
     body = {
@@ -242,27 +268,29 @@ def test_a_vllm_stream_cut_mid_answer_is_finished_by_the_other_worker(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    direct = httpx.post(
-        f"{vllm_server.base_url}/v1/chat/completions",
-        json={**body, "stream": False, "stream_options": None},
-        timeout=120,
-    ).json()
-    expected = direct["choices"][0]["message"]["content"]
-    _, direct_events = _stream_events(f"{vllm_server.base_url}/v1/chat/completions", body, {})
-    raw_size = len(orjson.dumps(direct_events))
-    proxy.cut_after = raw_size // 2  # mid-answer, headers and all
+    _, direct = _stream_events(f"{vllm_server.base_url}/v1/chat/completions", body, {})
+    (direct_usage,) = [e["usage"] for e in direct if isinstance(e, dict) and e.get("usage")]
+    proxy.cut_after = len(orjson.dumps(direct)) // 2  # some 20 tokens in, headers and all
     headers = {"Authorization": f"Bearer {KEY}"}
-    for _ in range(4):  # until the policy picks the cutting worker
+    for _ in range(4):  # until the selection policy picks the cutting worker
         worker, events = _stream_events(f"{gateway}/v1/chat/completions", body, headers)
         if worker == "cut":
             break
-    assert worker == "cut" and proxy.cuts >= 1
+    assert worker == "cut" and proxy.cuts == 1
+    # what the client had before the cut: the complete lines of the relayed SSE
+    lines = re.findall(rb"data: (\{[^\n]*\})\n", proxy.before_cut)
+    before = _content([orjson.loads(line) for line in lines])
+    text = _content(events)
+    assert before and text.startswith(before) and len(text) > len(before)
+
     chunks = [e for e in events if e != "[DONE]"]
-    assert events[-1] == "[DONE]" and not [e for e in chunks if "error" in e]
-    text = "".join(c["delta"].get("content") or "" for e in chunks for c in e["choices"])
-    assert text == expected
-    assert len({e["id"] for e in chunks}) == 1
-    assert sum("role" in c["delta"] for e in chunks for c in e["choices"]) == 1
+    assert events[-1] == "[DONE]" and events.count("[DONE]") == 1
+    assert [e for e in chunks if "error" in e] == []
+    assert len({e["id"] for e in chunks}) == 1 and len({e["created"] for e in chunks}) == 1
+    choices = [c for e in chunks for c in e["choices"]]
+    assert sum("role" in c["delta"] for c in choices) == 1
+    assert len([c for c in choices if c.get("finish_reason")]) == 1
     (usage,) = [e["usage"] for e in chunks if e.get("usage")]
-    assert usage["prompt_tokens"] == direct["usage"]["prompt_tokens"]
-    assert usage["completion_tokens"] == direct["usage"]["completion_tokens"]
+    assert usage["prompt_tokens"] == direct_usage["prompt_tokens"]
+    assert usage["completion_tokens"] == sum(bool(c["delta"].get("content")) for c in choices)
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]

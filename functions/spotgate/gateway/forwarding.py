@@ -13,7 +13,6 @@ error event and [DONE], never a hung socket.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,18 +27,13 @@ from spotgate.gateway.breaker import is_connection_refused
 from spotgate.gateway.health import PassiveHealth
 from spotgate.gateway.load import OutstandingRequests
 from spotgate.gateway.selection import SelectionPolicy
-from spotgate.gateway.stream_resume import (
-    SseRelay,
-    StreamProgress,
-    resume_blocker,
-    sse_error,
-)
+from spotgate.gateway.sse_progress import sse_error
+from spotgate.gateway.stream_resume import StreamRelays
 from spotgate.gateway.upstream import UpstreamClient, UpstreamStream, WorkerUnreachable
 from spotgate.gateway.upstream_errors import openai_error_body
 
 __all__ = ["Forwarder", "Reply", "StreamReply", "sse_error"]
 
-log = logging.getLogger("spotgate.forwarding")
 T = TypeVar("T")
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
 _JSON = {"Content-Type": "application/json"}
@@ -96,8 +90,8 @@ class Forwarder:
         self._first_byte_timeout_s = first_byte_timeout_s
         self._stream_first_byte_timeout_s = stream_first_byte_timeout_s
         self._retry_deadline_s = retry_deadline_s
-        self._stream_resumes = stream_resumes
         self._resume_wait_s = resume_wait_s
+        self._relays = StreamRelays(health, load, self._reopen, max_resumes=stream_resumes)
 
     async def forward(
         self, path: str, model: str, raw: bytes, body: dict[str, Any], headers: dict[str, str]
@@ -162,98 +156,9 @@ class Forwarder:
                 continue
             if isinstance(opened, Reply):
                 return opened
-            blocker = resume_blocker(path, body)
-            if blocker is None:
-                relay = self._resuming(worker, opened, path, model, body, headers, tried)
-            else:
-                relay = self._relay(worker, opened, blocker)
+            relay = self._relays.relay(worker, opened, path, model, body, headers, tried)
             return StreamReply(worker.id, relay)
         raise _unserved(model, len(tried), last_problem)
-
-    async def _relay(
-        self, worker: Worker, stream: UpstreamStream, blocker: str
-    ) -> AsyncIterator[bytes]:
-        """A stream no other worker could continue (`blocker` says why): whole lines relayed."""
-        relay = SseRelay()
-        try:
-            async for chunk in stream.chunks():
-                if out := relay.feed(chunk):
-                    yield out
-        except WorkerUnreachable as exc:
-            self._health.failed(worker.id, fatal=True)
-            problem = f"worker {worker.id} failed mid-stream: {exc}"
-            log.warning("%s; the answer cannot be resumed: %s", problem, blocker)
-            yield relay.fail(f"{problem}; the answer cannot be resumed: {blocker}.")
-        finally:
-            await stream.close()
-            self._load.finish(worker.id)
-
-    async def _resuming(
-        self,
-        worker: Worker,
-        stream: UpstreamStream,
-        path: str,
-        model: str,
-        body: dict[str, Any],
-        headers: dict[str, str],
-        tried: set[str],
-    ) -> AsyncIterator[bytes]:
-        """Relays `stream`; when its worker dies, goes on with a continuation elsewhere."""
-        options = body.get("stream_options")
-        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        progress = StreamProgress(
-            chat=path.endswith("/chat/completions"), include_usage=include_usage
-        )
-        current: UpstreamStream | None = stream
-        preamble = b""
-        resumes = 0
-        while current is not None:
-            problem = f"worker {worker.id} ended the stream early"
-            fatal = False
-            try:
-                if preamble:
-                    yield preamble
-                async for chunk in current.chunks():
-                    if out := progress.feed(chunk):
-                        yield out
-                    if progress.error is not None:
-                        break
-            except WorkerUnreachable as exc:
-                problem = f"worker {worker.id} failed mid-stream: {exc}"
-                fatal = True
-            finally:
-                await current.close()
-                self._load.finish(worker.id)
-            current = None
-            if progress.done:
-                return
-            if progress.error is not None:
-                if progress.client_error():
-                    yield progress.fail(progress.error_message(), "upstream_error")
-                    return
-                problem = f"worker {worker.id} reported an error mid-stream: "
-                problem += progress.error_message()
-                progress.error = None
-            self._health.failed(worker.id, fatal=fatal)
-            why = progress.blocker
-            if why is None and resumes >= self._stream_resumes:
-                why = f"it was resumed {resumes} time(s) already"
-            if why is not None:
-                log.warning("%s; the answer cannot be resumed: %s", problem, why)
-                yield progress.fail(f"{problem}; the answer cannot be resumed: {why}.")
-                return
-            resumes += 1
-            request, preamble = progress.continuation(body)
-            if request is None:
-                yield preamble + progress.finish()
-                return
-            reopened = await self._reopen(model, path, request, headers, tried)
-            if isinstance(reopened, str):
-                log.warning("%s; resuming it failed: %s", problem, reopened)
-                yield preamble + progress.fail(f"{problem}; resuming it failed: {reopened}.")
-                return
-            log.info("%s; resumed on worker %s", problem, reopened[0].id)
-            worker, current = reopened
 
     async def _reopen(
         self,

@@ -1,32 +1,38 @@
 """Resuming a completion stream on another worker after its worker died mid-answer.
 
-The relay reads the SSE it passes on just enough to know what the client
-already has: the text of its one choice, how many tokens that was, and the
-`id`/`created`/`model` of the stream. When the worker dies, the request is
-sent again to another worker as a continuation (chat: the partial answer as a
-final assistant message with `continue_final_message`; completions: the
-partial text appended to the prompt), and that worker's chunks are rewritten
-into the first stream's identity, so the client reads one uninterrupted
-answer with one role chunk and usage that counts both workers' tokens.
-
-Only complete lines are ever passed on, so a break never leaves half an
-event for the client's SSE parser to choke on. On the first worker's stream
-only `data:` lines are parsed, each with one `orjson.loads`.
+When the worker streaming an answer dies (connection lost, or an error event
+instead of the next token), the request is sent again to another worker as a
+continuation: chat gets the partial answer as a final assistant message with
+`continue_final_message` and `add_generation_prompt: false`; completions get
+the partial text appended to the prompt; the token budget shrinks by what was
+produced. For deterministic requests prefix + continuation is the answer the
+first worker would have given (exactly on the sim; on vLLM up to numerics).
+What cannot be continued faithfully (several choices, a tool call or
+reasoning in flight, structured output, echo) ends with an SSE error event
+and [DONE] instead, as does running out of resumes or workers.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import orjson
+from spotgate.fleet.worker import Worker
+from spotgate.gateway.health import PassiveHealth
+from spotgate.gateway.load import OutstandingRequests
+from spotgate.gateway.sse_progress import SseRelay, StreamProgress
+from spotgate.gateway.upstream import UpstreamStream, WorkerUnreachable
 
-DONE = b"data: [DONE]\n\n"
+log = logging.getLogger("spotgate.stream_resume")
+
 _STRUCTURED_KEYS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
 
-
-def sse_error(message: str, code: str = "upstream_error") -> bytes:
-    payload = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
+# (model, path, continuation body, headers, workers this stream used) -> stream, or why not
+Reopen = Callable[
+    [str, str, dict[str, Any], dict[str, str], set[str]],
+    Awaitable[tuple[Worker, UpstreamStream] | str],
+]
 
 
 def resume_blocker(path: str, body: dict[str, Any]) -> str | None:
@@ -57,257 +63,122 @@ def resume_blocker(path: str, body: dict[str, Any]) -> str | None:
     return "only completion streams can be resumed"
 
 
-class SseRelay:
-    """Passes on whole lines only, holding back a partial last line until it completes."""
+class StreamRelays:
+    """The relays a Forwarder hands out for open streams: resuming where it can, plain where
+    it cannot. Either releases the worker's load slot and reports failures to `health`."""
 
-    def __init__(self) -> None:
-        self._tail = b""
-        self._last = b"\n"  # the last bytes passed on; starts as if after a blank line
+    def __init__(
+        self,
+        health: PassiveHealth,
+        load: OutstandingRequests,
+        reopen: Reopen,
+        *,
+        max_resumes: int,
+    ) -> None:
+        self._health = health
+        self._load = load
+        self._reopen = reopen
+        self._max_resumes = max_resumes
 
-    def feed(self, chunk: bytes) -> bytes:
-        data = self._tail + chunk if self._tail else chunk
-        end = data.rfind(b"\n") + 1
-        if end == 0:
-            self._tail = data
-            return b""
-        if end == len(data):
-            self._tail = b""
-        else:
-            self._tail, data = data[end:], data[:end]
-        return self._passed(self._lines(data))
+    def relay(
+        self,
+        worker: Worker,
+        stream: UpstreamStream,
+        path: str,
+        model: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        tried: set[str],
+    ) -> AsyncIterator[bytes]:
+        blocker = resume_blocker(path, body)
+        if blocker is not None:
+            return self._plain(worker, stream, blocker)
+        return self._resuming(worker, stream, path, model, body, headers, tried)
 
-    def _lines(self, complete: bytes) -> bytes:
-        return complete
-
-    def _passed(self, out: bytes) -> bytes:
-        if out:
-            self._last = out
-        return out
-
-    def boundary(self) -> bytes:
-        """A newline if the client's last line was not blank: its open event must end first."""
-        last = self._last[:-1]
-        return b"" if last[last.rfind(b"\n") + 1 :].strip() == b"" else b"\n"
-
-    def fail(self, message: str, code: str = "worker_lost") -> bytes:
-        """The end of a stream that cannot go on: an error event, then [DONE]."""
-        return self._passed(self.boundary() + sse_error(message, code) + DONE)
-
-
-class StreamProgress(SseRelay):
-    """An `SseRelay` that remembers what the client got, and rewrites continuations."""
-
-    def __init__(self, *, chat: bool, include_usage: bool) -> None:
-        super().__init__()
-        self.chat = chat
-        self.include_usage = include_usage
-        self.pieces: list[str] = []
-        self.identity: dict[str, Any] = {}
-        self.role_sent = False
-        self.finish_reason: str | None = None
-        self.final_usage_sent = False
-        self.done = False
-        self.error: dict[str, Any] | None = None
-        self.blocker: str | None = None
-        self.prompt_tokens: int | None = None
-        self._base = 0  # tokens the client got before the current segment (worker)
-        self._counted = 0  # content chunks in the current segment
-        self._usage: dict[str, Any] | None = None  # the current segment's latest usage
-        self._prefix_tokens = 0  # tokens of the prefix the current segment continues
-        self._rewriting = False
-        self._discard = False
-
-    @property
-    def tokens(self) -> int:
-        """Tokens the client has received: the workers' usage where seen, else content chunks."""
-        if self._discard:
-            return self._base
-        usage = self._usage
-        done = usage.get("completion_tokens") if usage else None
-        return self._base + (done if isinstance(done, int) else self._counted)
-
-    def _error_info(self) -> dict[str, Any]:
-        """vLLM nests its error event (`{"error": {...}}`); older builds send it flat."""
-        error = self.error or {}
-        nested = error.get("error")
-        return nested if isinstance(nested, dict) else error
-
-    def client_error(self) -> bool:
-        """An upstream error event about the request itself, which no other worker would fix."""
-        code = self._error_info().get("code")
-        return isinstance(code, int) and 400 <= code < 500
-
-    def error_message(self) -> str:
-        return str(self._error_info().get("message") or "the worker reported an error")
-
-    def finish(self) -> bytes:
-        return self._passed(self.boundary() + DONE)
-
-    def continuation(self, body: dict[str, Any]) -> tuple[dict[str, Any] | None, bytes]:
-        """The request for the rest of the answer (None: nothing is missing but [DONE]),
-        and the bytes to send the client first. Fed chunks are rewritten from here on."""
-        produced = self.tokens
-        preamble = self.boundary()
-        limits = [body.get(k) for k in ("max_tokens", "max_completion_tokens")]
-        if self.finish_reason is None and any(isinstance(n, int) and n <= produced for n in limits):
-            # the break fell between the last token and its finish_reason: send it ourselves
-            preamble += self._rewritten({"choices": [self._finish_choice("length")]})
-        if self.finish_reason is not None and (self.final_usage_sent or not self.include_usage):
-            return None, self._passed(preamble)
-        text = "".join(self.pieces)
-        request = dict(body)
-        if text and self.chat:
-            messages = list(body["messages"])
-            last = messages[-1]
-            if body.get("continue_final_message") and last.get("role") == "assistant":
-                text = messages.pop()["content"] + text
-            request["messages"] = [*messages, {"role": "assistant", "content": text}]
-            request["continue_final_message"] = True
-            request["add_generation_prompt"] = False
-        elif text:
-            request["prompt"] = body["prompt"] + text
-        for key, limit in zip(("max_tokens", "max_completion_tokens"), limits, strict=True):
-            if isinstance(limit, int):
-                request[key] = max(1, limit - produced)
-        if isinstance(body.get("min_tokens"), int):
-            request["min_tokens"] = max(0, body["min_tokens"] - produced)
-        self._discard = self.finish_reason is not None  # the answer is whole; usage is not
-        if self._discard:
-            request["max_tokens"] = 1
-            request.pop("max_completion_tokens", None)
-        options = body.get("stream_options")
-        options = {**options} if isinstance(options, dict) else {}
-        request["stream"] = True
-        request["stream_options"] = {**options, "include_usage": True}  # to count tokens
-        self._base, self._counted, self._usage = produced, 0, None
-        self._prefix_tokens = produced if text else 0
-        self._rewriting = True
-        return request, self._passed(preamble)
-
-    # -- reading and rewriting lines -------------------------------------------------------
-
-    def _lines(self, complete: bytes) -> bytes:
-        if self._rewriting:
-            return self._rewrite_lines(complete)
-        position = 0
-        for line in complete.split(b"\n"):
-            if line.startswith(b"data:") and not self._observe(line):
-                return complete[:position]  # the error event is held back
-            position += len(line) + 1
-        return complete
-
-    def _observe(self, line: bytes) -> bool:
-        """Tracks one first-worker event; False for an error event, which stops the relay."""
-        obj = self._parse(line)
-        if obj is None:
-            return True
-        if "error" in obj or obj.get("object") == "error":
-            self.error = obj
-            return False
-        if not self.identity:
-            self.identity = {k: obj[k] for k in ("id", "created", "model") if k in obj}
-        self._track(obj)
-        return True
-
-    def _parse(self, line: bytes) -> dict[str, Any] | None:
-        payload = line[5:].strip()
-        if payload[:1] != b"{":
-            if payload == b"[DONE]":
-                self.done = True
-            return None
+    async def _plain(
+        self, worker: Worker, stream: UpstreamStream, blocker: str
+    ) -> AsyncIterator[bytes]:
+        """A stream no other worker could continue (`blocker` says why): whole lines relayed."""
+        relay = SseRelay()
         try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return None
-        return obj if isinstance(obj, dict) else None
+            async for chunk in stream.chunks():
+                if out := relay.feed(chunk):
+                    yield out
+            if out := relay.flush():
+                yield out
+        except WorkerUnreachable as exc:
+            self._health.failed(worker.id, fatal=True)
+            problem = f"worker {worker.id} failed mid-stream: {exc}"
+            log.warning("%s; the answer cannot be resumed: %s", problem, blocker)
+            yield relay.fail(f"{problem}; the answer cannot be resumed: {blocker}.")
+        finally:
+            await stream.close()
+            self._load.finish(worker.id)
 
-    def _track(self, obj: dict[str, Any]) -> None:
-        for choice in obj.get("choices") or ():
-            if not isinstance(choice, dict):
-                continue
-            if choice.get("index", 0) != 0:
-                self.blocker = "the stream has more than one choice"
-            if self.chat:
-                delta = choice.get("delta") or {}
-                if delta.get("role"):
-                    self.role_sent = True
-                if delta.get("tool_calls") or delta.get("function_call"):
-                    self.blocker = "a tool call is being streamed"
-                if delta.get("reasoning_content") or delta.get("reasoning"):
-                    self.blocker = "reasoning is being streamed"
-                text = delta.get("content")
-            else:
-                text = choice.get("text")
-            if text:
-                self.pieces.append(text)
-                self._counted += 1
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-        usage = obj.get("usage")
-        if isinstance(usage, dict):
-            self._usage = usage
-            if self.prompt_tokens is None and isinstance(usage.get("prompt_tokens"), int):
-                self.prompt_tokens = usage["prompt_tokens"] - self._prefix_tokens
-            if not obj.get("choices"):
-                self.final_usage_sent = True
-
-    def _rewrite_lines(self, complete: bytes) -> bytes:
-        out: list[bytes] = []
-        for line in complete.split(b"\n"):
-            if not line.startswith(b"data:"):
-                continue
-            obj = self._parse(line)
-            if self.done:
-                out.append(DONE)
-                break
-            if obj is None:
-                continue
-            if "error" in obj or obj.get("object") == "error":
-                self.error = obj
-                break
-            out.append(self._continued(obj))
-        return b"".join(out)
-
-    def _continued(self, obj: dict[str, Any]) -> bytes:
-        choices = []
-        for choice in obj.get("choices") or ():
-            if self._discard or not isinstance(choice, dict):
-                continue
-            delta = choice.get("delta")
-            if self.chat and isinstance(delta, dict) and "role" in delta and self.role_sent:
-                delta = {k: v for k, v in delta.items() if k != "role"}
-                choice = {**choice, "delta": delta}
-            if self._empty(choice):
-                continue
-            choices.append(choice)
-        tracked = {**obj, "choices": choices}
-        self._track(tracked)
-        usage = obj.get("usage")
-        if isinstance(usage, dict) and (choices or self.include_usage):
-            prompt = self.prompt_tokens or 0
-            total = {"prompt_tokens": prompt, "total_tokens": prompt + self.tokens}
-            tracked["usage"] = {**usage, **total, "completion_tokens": self.tokens}
-        elif not choices:
-            return b""
-        return self._rewritten(tracked)
-
-    def _empty(self, choice: dict[str, Any]) -> bool:
-        """A choice carrying nothing: the continuation's role opening, once the role went."""
-        if choice.get("finish_reason") or choice.get("logprobs"):
-            return False
-        if not self.chat:
-            return not choice.get("text")
-        delta = choice.get("delta")
-        return not isinstance(delta, dict) or not any(delta.values())
-
-    def _finish_choice(self, reason: str) -> dict[str, Any]:
-        self.finish_reason = reason
-        if self.chat:
-            return {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}
-        return {"index": 0, "text": "", "logprobs": None, "finish_reason": reason}
-
-    def _rewritten(self, obj: dict[str, Any]) -> bytes:
-        if not self.identity:  # the first worker sent no chunk: the continuation's is ours
-            self.identity = {k: obj[k] for k in ("id", "created", "model") if k in obj}
-        kind = "chat.completion.chunk" if self.chat else "text_completion"
-        return b"data: " + orjson.dumps({"object": kind, **obj, **self.identity}) + b"\n\n"
+    async def _resuming(
+        self,
+        worker: Worker,
+        stream: UpstreamStream,
+        path: str,
+        model: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        tried: set[str],
+    ) -> AsyncIterator[bytes]:
+        """Relays `stream`; when its worker dies, goes on with a continuation elsewhere."""
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        progress = StreamProgress(
+            chat=path.endswith("/chat/completions"), include_usage=include_usage
+        )
+        current: UpstreamStream | None = stream
+        preamble = b""
+        resumes = 0
+        while current is not None:
+            problem = f"worker {worker.id} ended the stream early"
+            fatal = False
+            try:
+                if preamble:
+                    yield preamble
+                async for chunk in current.chunks():
+                    if out := progress.feed(chunk):
+                        yield out
+                    if progress.error is not None:
+                        break
+            except WorkerUnreachable as exc:
+                problem = f"worker {worker.id} failed mid-stream: {exc}"
+                fatal = True
+            finally:
+                await current.close()
+                self._load.finish(worker.id)
+            current = None
+            if progress.done:
+                return
+            if progress.error is not None:
+                if progress.client_error():
+                    yield progress.fail(progress.error_message(), "upstream_error")
+                    return
+                problem = f"worker {worker.id} reported an error mid-stream: "
+                problem += progress.error_message()
+                progress.error = None
+            self._health.failed(worker.id, fatal=fatal)
+            why = progress.blocker
+            if why is None and resumes >= self._max_resumes:
+                why = f"it was resumed {resumes} time(s) already"
+            if why is not None:
+                log.warning("%s; the answer cannot be resumed: %s", problem, why)
+                yield progress.fail(f"{problem}; the answer cannot be resumed: {why}.")
+                return
+            resumes += 1
+            request, preamble = progress.continuation(body)
+            if request is None:
+                yield preamble + progress.finish()
+                return
+            request["model"] = model  # the workers' name for it, not an alias the client used
+            reopened = await self._reopen(model, path, request, headers, tried)
+            if isinstance(reopened, str):
+                log.warning("%s; resuming it failed: %s", problem, reopened)
+                yield preamble + progress.fail(f"{problem}; resuming it failed: {reopened}.")
+                return
+            log.info("%s; resumed on worker %s", problem, reopened[0].id)
+            worker, current = reopened
