@@ -90,7 +90,12 @@ def build_runtime(
     clock = clock or SystemClock()
     registry = WorkerRegistry(store, clock)
     load = OutstandingRequests()
-    health = PassiveHealth(clock, settings.worker_cooldown_s)
+    health = PassiveHealth(
+        clock,
+        settings.worker_cooldown_s,
+        failure_threshold=settings.breaker_failure_threshold,
+        max_cooldown_s=settings.breaker_max_cooldown_s,
+    )
     upstream = upstream or PooledHttpUpstream(
         connect_timeout_s=settings.upstream_connect_timeout_s,
         read_timeout_s=settings.upstream_read_timeout_s,
@@ -110,6 +115,11 @@ def build_runtime(
         clock,
         max_attempts=settings.upstream_max_attempts,
         capacity_wait_s=settings.capacity_wait_s,
+        first_byte_timeout_s=settings.upstream_first_byte_timeout_s,
+        stream_first_byte_timeout_s=settings.upstream_stream_first_byte_timeout_s,
+        retry_deadline_s=settings.upstream_retry_deadline_s,
+        stream_resumes=settings.stream_resumes,
+        resume_wait_s=settings.stream_resume_wait_s,
     )
     catalog = ModelCatalog(
         registry,
@@ -129,5 +139,10 @@ def build_runtime(
         router=router,
         upstream=upstream,
         response_cache=build_response_cache(settings, clock, cache_store),
-        probe=HealthProbe(registry, health),
+        probe=HealthProbe(
+            registry,
+            health,
+            interval_s=settings.health_probe_interval_s,
+            timeout_s=settings.health_probe_timeout_s,
+        ),
     )

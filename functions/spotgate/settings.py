@@ -43,6 +43,17 @@ class Settings(BaseSettings):
     upstream_read_timeout_s: float = 600.0
     upstream_max_attempts: int = 3
     worker_cooldown_s: float = 5.0
+    upstream_first_byte_timeout_s: float | None = Field(
+        default=300.0, description="Non-streamed: the whole generation, for vLLM."
+    )
+    upstream_stream_first_byte_timeout_s: float | None = 30.0
+    upstream_retry_deadline_s: float | None = 120.0
+    stream_resumes: int = Field(default=3, description="Resumptions of one broken stream.")
+    stream_resume_wait_s: float = 10.0
+    breaker_failure_threshold: int = 3
+    breaker_max_cooldown_s: float = 60.0
+    health_probe_interval_s: float = 2.0
+    health_probe_timeout_s: float = 1.0
     capacity_wait_s: float = 30.0
     max_body_bytes: int = 4 * 1024 * 1024
 

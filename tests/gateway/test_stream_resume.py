@@ -435,3 +435,48 @@ async def test_the_continuation_names_the_model_as_workers_do_not_as_the_client_
     assert isinstance(result, StreamReply)
     text = b"".join([chunk async for chunk in result.chunks])
     assert b'"error"' not in text and workers.requests[1][1]["model"] == "sim-model"
+
+
+async def test_a_break_between_the_last_token_and_its_finish_reason_is_closed_by_the_gateway() -> (
+    None
+):
+    class NoFinishStream(ScriptedStream):
+        async def chunks(self) -> AsyncIterator[bytes]:
+            role = {"index": 0, "delta": {"role": "assistant", "content": ""}}
+            yield b"data: " + orjson.dumps({"id": "x", "created": 1, "choices": [role]}) + b"\n\n"
+            for word in ("one", " two"):
+                token = {"index": 0, "delta": {"content": word}, "finish_reason": None}
+                yield b"data: " + orjson.dumps({"id": "x", "choices": [token]}) + b"\n\n"
+            raise WorkerUnreachable("connection lost mid-response")
+
+    workers = SimWorkers([None])
+    forwarder, _, _, _ = make(workers, ["a", "b"])
+
+    async def open_cut(url: str, body: bytes, headers: dict[str, str]) -> ScriptedStream:
+        workers.requests.append((url, orjson.loads(body)))
+        return NoFinishStream(b"", None, [1])
+
+    workers.open_stream = open_cut  # type: ignore[method-assign]
+    _, events = await stream_through(forwarder, chat_request(max_tokens=2, stream_options=None))
+    seen = read(events)
+    assert seen["text"] == "one two" and seen["finish"] == ["length"] and seen["errors"] == []
+    assert seen["ids"] == {"x"} and seen["last_is_done"]
+    assert len(workers.requests) == 1, "nothing was missing but the finish and [DONE]"
+
+
+async def test_a_client_continuing_its_own_assistant_message_is_resumed_after_it() -> None:
+    workers = SimWorkers([Cut(1100), None], [29])
+    forwarder, _, _, _ = make(workers, ["a", "b"])
+    plain = await reference(workers, chat_request())  # the sim continues its own words
+    opening = plain["choices"][0]["message"]["content"].split(" ")[0]
+    messages = [*QUESTION, {"role": "assistant", "content": opening}]
+    body = chat_request(messages=messages, continue_final_message=True, add_generation_prompt=False)
+    _, events = await stream_through(forwarder, body)
+    expected = await reference(workers, body)
+    seen = read(events)
+    continuation = workers.requests[1][1]
+    assert continuation["messages"][:-1] == QUESTION
+    assert continuation["messages"][-1]["content"].startswith(opening + seen["text"][:5])
+    assert seen["text"] == expected["choices"][0]["message"]["content"]
+    assert seen["usage"][0]["prompt_tokens"] == expected["usage"]["prompt_tokens"]
+    await workers.close()

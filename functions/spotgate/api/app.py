@@ -26,6 +26,8 @@ def create_app(runtime: Runtime, *, local: bool = True) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime.ready = True
+        if runtime.probe is not None:
+            await runtime.probe.start()
         try:
             yield
         finally:

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from spotgate.api.auth import require_key
 from spotgate.api.errors import json_response
 from spotgate.api.middleware import REQUEST_ID
+from spotgate.api.streaming import ClosingStreamingResponse
 from spotgate.errors import PayloadTooLarge
 from spotgate.gateway import request_body
 from spotgate.gateway.cache_policy import CacheDecision
@@ -147,7 +148,7 @@ def _endpoint(path: str, check: Checker, normalise: Normaliser, streams: bool):
             if decision is not None and decision.write:
                 chunks = _storing_relay(chunks, runtime, decision, resolved.name, result.worker_id)
             headers = _served_headers(resolved.name, result.worker_id, x_cache)
-            return StreamingResponse(
+            return ClosingStreamingResponse(
                 chunks, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers}
             )
         response = _reply_response(

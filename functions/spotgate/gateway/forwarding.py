@@ -123,7 +123,7 @@ class Forwarder:
                 continue
             except TimeoutError:
                 self._health.failed(worker.id)
-                last_problem = f"worker {worker.id} sent no reply within {timeout:g} s"
+                last_problem = f"worker {worker.id} sent no reply{_within_text(timeout)}"
                 continue
             finally:
                 self._load.finish(worker.id)
@@ -204,7 +204,7 @@ class Forwarder:
         except TimeoutError:
             self._load.finish(worker.id)
             self._health.failed(worker.id)
-            return f"worker {worker.id} sent no response headers within {timeout:g} s"
+            return f"worker {worker.id} sent no response headers{_within_text(timeout)}"
         except BaseException:
             self._load.finish(worker.id)
             raise
@@ -256,6 +256,10 @@ async def _within(timeout_s: float | None, awaitable: Awaitable[T]) -> T:
         return await awaitable
     async with asyncio.timeout(timeout_s):
         return await awaitable
+
+
+def _within_text(timeout_s: float | None) -> str:
+    return "" if timeout_s is None else f" within {timeout_s:g} s"
 
 
 def _unserved(model: str, attempts: int, problem: str) -> UpstreamError:
