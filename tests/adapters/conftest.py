@@ -4,6 +4,7 @@ from asyncio's in detail (types, closing, flow control): every async test here r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import time
@@ -63,16 +64,16 @@ def _wait_accepting(port: int, process: subprocess.Popen[bytes], log_path: Path)
             time.sleep(0.05)
 
 
-@pytest.fixture(scope="session")
-def cosmos_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CosmosServer]:
-    """One @vercel/cosmosdb-server on a free loopback port for the session, stopped by pid."""
+@contextlib.contextmanager
+def running_cosmos_server(log_dir: Path) -> Iterator[tuple[CosmosServer, subprocess.Popen[bytes]]]:
+    """Starts @vercel/cosmosdb-server on a free loopback port; stops it by pid afterwards."""
     if not COSMOSDB_SERVER.exists():
         pytest.fail(
             f"{COSMOSDB_SERVER.relative_to(ROOT)} is missing: run `make test` "
             "(it runs npm install) or `npm install` in the repository root."
         )
     port = free_port()
-    log_path = tmp_path_factory.mktemp("cosmosdb-server") / "server.log"
+    log_path = log_dir / "server.log"
     command = [
         "node",
         "--require",
@@ -94,6 +95,13 @@ def cosmos_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CosmosSe
         )
     try:
         _wait_accepting(port, process, log_path)
-        yield CosmosServer(f"https://127.0.0.1:{port}", COSMOS_EMULATOR_KEY, log_path)
+        yield CosmosServer(f"https://127.0.0.1:{port}", COSMOS_EMULATOR_KEY, log_path), process
     finally:
         stop_process_group(process, grace_s=5.0)
+
+
+@pytest.fixture(scope="session")
+def cosmos_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CosmosServer]:
+    """One emulator for the session's contract suite."""
+    with running_cosmos_server(tmp_path_factory.mktemp("cosmosdb-server")) as (server, _):
+        yield server
