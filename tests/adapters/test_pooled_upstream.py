@@ -6,18 +6,17 @@ import asyncio
 import re
 import socket
 import struct
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import orjson
 import pytest
-import uvicorn
 
 from spotgate.adapters.http_upstream import AiohttpUpstream
 from spotgate.adapters.pooled_upstream import PooledHttpUpstream
 from spotgate.engines.sim import SimConfig, create_sim_app
 from spotgate.gateway.upstream import WorkerUnreachable
+from tests.conftest import serve_asgi
 
 JSON = {"Content-Type": "application/json"}
 CHAT = {
@@ -38,23 +37,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def sim_url() -> Iterator[str]:
     """A real uvicorn running the sim engine without pacing, in a thread with its own loop."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = create_sim_app(SimConfig(ttft_ms=0, tokens_per_s=0))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serve_asgi(create_sim_app(SimConfig(ttft_ms=0, tokens_per_s=0))) as url:
+        yield url
 
 
 @pytest.fixture

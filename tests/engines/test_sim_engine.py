@@ -7,9 +7,7 @@ import base64
 import contextlib
 import math
 import re
-import socket
 import struct
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -18,10 +16,10 @@ import httpx
 import openai
 import orjson
 import pytest
-import uvicorn
 from openai.types.chat import ChatCompletionMessageParam
 
 from spotgate.engines.sim import SimConfig, create_sim_app
+from tests.conftest import serve_asgi
 
 MODEL = "sim-model"
 PARIS_QUESTION: list[ChatCompletionMessageParam] = [
@@ -37,28 +35,8 @@ FAST = SimConfig(ttft_ms=0, tokens_per_s=0)
 @contextlib.contextmanager
 def serve(config: SimConfig) -> Iterator[str]:
     """A real uvicorn server on a free loopback port, in a thread with its own loop."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_sim_app(config), log_level="warning", access_log=False, lifespan="off"
-        )
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serve_asgi(create_sim_app(config)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

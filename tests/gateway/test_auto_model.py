@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 
 import orjson
 import pytest
-import uvicorn
 
 from spotgate.adapters.pooled_upstream import PooledHttpUpstream
 from spotgate.clock import ManualClock
@@ -31,6 +27,7 @@ from spotgate.gateway.token_counting import (
     estimate_tokens,
 )
 from spotgate.gateway.upstream import UpstreamReply, UpstreamStream, WorkerUnreachable
+from tests.conftest import serve_asgi
 
 SMALL = ModelEntry(name="small", context_length=4096, price_in_per_1m=0.1, price_out_per_1m=0.1)
 MEDIUM = ModelEntry(name="medium", context_length=16384, price_in_per_1m=0.3, price_out_per_1m=0.6)
@@ -189,30 +186,9 @@ async def test_token_id_prompts_are_counted_without_a_tokenizer() -> None:
     assert await counter.count("m", {"prompt": [[1, 2], [1, 2, 3, 4]]}) == TokenCount(4, True)
 
 
-@contextlib.contextmanager
-def serve_sim(config: SimConfig) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = create_sim_app(config)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 @pytest.fixture(scope="module")
 def sim_worker() -> Iterator[str]:
-    with serve_sim(SimConfig(model="small", ttft_ms=0, tokens_per_s=0)) as url:
+    with serve_asgi(create_sim_app(SimConfig(model="small", ttft_ms=0, tokens_per_s=0))) as url:
         yield url
 
 
