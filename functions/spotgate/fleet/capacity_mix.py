@@ -1,0 +1,268 @@
+"""Which kind of capacity makes up a pool's size: spot where it can be had, on-demand where not.
+
+Spot GPUs cost a fraction of on-demand ones but can be refused or taken back.
+A mix policy splits the autoscaler's total into spot and on-demand targets,
+places spot across zones, and names the workers to drain when the pool shrinks
+or swaps on-demand back for spot. It is pure, like the autoscaler: time comes
+from the signals and its memory is a small JSON-able `CapacityMixState`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, NamedTuple
+
+from spotgate.fleet.scaling_decision import (
+    NOOP,
+    REPLACE,
+    SCALE_DOWN,
+    SCALE_UP,
+    ScalingDecision,
+)
+from spotgate.fleet.signals import ON_DEMAND, SPOT, PoolSignals, WorkerSignal
+
+
+@dataclass(frozen=True)
+class CapacityMixConfig:
+    """Tunables any mix policy may read; windows are in seconds of signal time."""
+
+    zones: tuple[str, ...] = ("1", "2", "3")
+    base_on_demand: int = 0
+    spot_failure_window_s: float = 600.0
+    eviction_window_s: float = 600.0
+    eviction_burst_threshold: int = 3
+    overprovision_eviction_threshold: int = 3
+    overprovision_spot: int = 0
+    spot_healthy_cooldown_s: float = 900.0
+    zone_cooldown_s: float = 900.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["zones"] = list(self.zones)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> CapacityMixConfig:
+        fields = cls.__dataclass_fields__
+        values = {k: v for k, v in (data or {}).items() if k in fields}
+        if "zones" in values:
+            values["zones"] = tuple(str(z) for z in values["zones"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class CapacityMixState:
+    """`last_trouble_at`: when spot last failed or burst; on-demand stays until a cool-down after.
+
+    Kept in state, not only derived from the signals, because the signals carry
+    recent events only and the cool-down may outlast what they remember.
+    """
+
+    last_trouble_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> CapacityMixState:
+        value = (data or {}).get("last_trouble_at")
+        return cls(last_trouble_at=None if value is None else float(value))
+
+
+class MixResult(NamedTuple):
+    decision: ScalingDecision
+    state: CapacityMixState
+
+
+class CapacityMix:
+    """Splits a desired total into spot and on-demand, by zone, and picks workers to drain."""
+
+    registry: ClassVar[dict[str, type[CapacityMix]]] = {}
+    name: ClassVar[str]
+    default: ClassVar[str] = "spot-first"
+
+    def __init_subclass__(cls, *, name: str, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = name
+        CapacityMix.registry[name] = cls
+
+    def __init__(self, config: CapacityMixConfig | None = None) -> None:
+        self.config = config or CapacityMixConfig()
+
+    @classmethod
+    def make(cls, name: str | None = None, config: CapacityMixConfig | None = None) -> CapacityMix:
+        name = name or cls.default
+        try:
+            policy = cls.registry[name]
+        except KeyError:
+            known = ", ".join(sorted(cls.registry))
+            raise ValueError(f"unknown capacity mix {name!r}; known: {known}") from None
+        return policy(config)
+
+    def decide(
+        self, desired: int, signals: PoolSignals, state: CapacityMixState | None = None
+    ) -> MixResult:
+        raise NotImplementedError
+
+    @staticmethod
+    def dump_state(state: CapacityMixState) -> dict[str, Any]:
+        return state.to_dict()
+
+    @staticmethod
+    def load_state(data: Mapping[str, Any] | None) -> CapacityMixState:
+        return CapacityMixState.from_dict(data)
+
+
+class SpotFirst(CapacityMix, name="spot-first"):
+    """Spot by default; on-demand fills in while spot is refused or being evicted in bursts.
+
+    On-demand taken as a fallback is sticky until spot has been trouble-free
+    for `spot_healthy_cooldown_s`, so a single quiet tick does not flap the pool
+    between the two. Spot is spread over the allowed zones, avoiding zones that
+    evicted or refused spot recently, since those are the likeliest to do it again.
+    """
+
+    def decide(
+        self, desired: int, signals: PoolSignals, state: CapacityMixState | None = None
+    ) -> MixResult:
+        cfg = self.config
+        now = signals.now
+        state = state or CapacityMixState()
+        desired = max(0, desired)
+        live = [w for w in signals.workers if w.live]
+        spot_live = [w for w in live if w.priority == SPOT]
+        od_live = sum(1 for w in live if w.priority == ON_DEMAND)
+
+        failures = [
+            f
+            for f in signals.capacity_failures
+            if f.priority == SPOT and now - f.at <= cfg.spot_failure_window_s
+        ]
+        failed_zones = {f.zone for f in failures}
+        usable = [z for z in cfg.zones if z not in failed_zones]
+        spot_refused = bool(failures) and (None in failed_zones or not usable)
+        recent = [e for e in signals.evictions if now - e.at <= cfg.eviction_window_s]
+        burst = len(recent) >= cfg.eviction_burst_threshold
+        at_risk = len(recent) >= cfg.overprovision_eviction_threshold
+
+        trouble_at = state.last_trouble_at
+        if spot_refused:
+            trouble_at = max(trouble_at or 0.0, max(f.at for f in failures))
+        if burst:
+            trouble_at = max(trouble_at or 0.0, max(e.at for e in recent))
+        new_state = CapacityMixState(last_trouble_at=trouble_at)
+        fallback = trouble_at is not None and now - trouble_at < cfg.spot_healthy_cooldown_s
+
+        base = min(cfg.base_on_demand, desired)
+        reasons: list[str] = []
+        if fallback:
+            gap = max(0, desired - base - len(spot_live))
+            on_demand = min(desired, max(base + gap, od_live))
+            if spot_refused:
+                reasons.append(f"spot refused in {len(failures)} recent request(s)")
+            if burst:
+                reasons.append(f"{len(recent)} evictions in {cfg.eviction_window_s:g}s")
+            if not (spot_refused or burst):
+                left = cfg.spot_healthy_cooldown_s - (now - (trouble_at or now))
+                reasons.append(f"spot healthy again, on-demand kept {left:g}s more")
+        else:
+            on_demand = base
+            if od_live > base:
+                reasons.append("spot healthy for the cool-down, releasing on-demand")
+        spot = desired - on_demand
+        if at_risk and not spot_refused and desired > 0 and cfg.overprovision_spot > 0:
+            spot += cfg.overprovision_spot
+            reasons.append(f"+{cfg.overprovision_spot} spot for eviction risk")
+
+        cooling = {e.zone for e in signals.evictions if e.zone and now - e.at < cfg.zone_cooldown_s}
+        avoid = cooling | {z for z in failed_zones if z is not None}
+        per_zone = self._place(spot, spot_live, avoid)
+        drain = self._drain(live, spot, on_demand, per_zone, spot_healthy=not fallback)
+        wanted, have = spot + on_demand, len(spot_live) + od_live
+        if (spot - len(spot_live)) * (on_demand - od_live) < 0 or (wanted == have and drain):
+            op = REPLACE
+        elif wanted > have:
+            op = SCALE_UP
+        elif wanted < have:
+            op = SCALE_DOWN
+        else:
+            op = NOOP
+        head = f"spot {len(spot_live)}->{spot}, on-demand {od_live}->{on_demand}"
+        reason = "; ".join([head, *reasons])
+        decision = ScalingDecision(
+            op=op,
+            spot_target=spot,
+            on_demand_target=on_demand,
+            per_zone=per_zone,
+            drain=drain,
+            reason=reason,
+        )
+        return MixResult(decision, new_state)
+
+    def _place(self, spot: int, spot_live: list[WorkerSignal], avoid: set[str]) -> dict[str, int]:
+        """Keep spot where it runs, add it to the emptiest zone not cooling, cut cooling first."""
+        zones = list(self.config.zones)
+        counts = {z: sum(1 for w in spot_live if w.zone == z) for z in zones}
+        open_zones = [z for z in zones if z not in avoid] or zones
+        while sum(counts.values()) < spot and zones:
+            zone = min(open_zones, key=lambda z: (counts[z], z))
+            counts[zone] += 1
+        while sum(counts.values()) > spot:
+            zone = max(
+                (z for z in zones if counts[z] > 0), key=lambda z: (z in avoid, counts[z], z)
+            )
+            counts[zone] -= 1
+        return {z: counts[z] for z in sorted(zones)}
+
+    @staticmethod
+    def _drain(
+        live: list[WorkerSignal],
+        spot: int,
+        on_demand: int,
+        per_zone: dict[str, int],
+        *,
+        spot_healthy: bool,
+    ) -> list[str]:
+        """Workers to retire now, make-before-break: never below `spot + on_demand` ready ones.
+
+        Idle workers go first (never one serving requests while an idle one
+        will do), then on-demand while spot is healthy (it costs more), then
+        the least loaded. Provisioning workers carry no load, so they may
+        always go; a ready one only while enough other ready workers remain.
+        """
+        excess: dict[tuple[str, str | None], int] = {}
+        od_have = sum(1 for w in live if w.priority == ON_DEMAND)
+        excess[(ON_DEMAND, None)] = max(0, od_have - on_demand)
+        spot_workers = [w for w in live if w.priority == SPOT]
+        for zone in sorted({w.zone or "" for w in spot_workers}):
+            have = sum(1 for w in spot_workers if (w.zone or "") == zone)
+            excess[(SPOT, zone)] = max(0, have - per_zone.get(zone, 0))
+
+        def key(w: WorkerSignal) -> tuple[str, str | None]:
+            return (ON_DEMAND, None) if w.priority == ON_DEMAND else (SPOT, w.zone or "")
+
+        first = ON_DEMAND if spot_healthy else SPOT
+        order = sorted(
+            live,
+            key=lambda w: (
+                w.in_flight > 0,
+                w.priority != first,
+                w.state != "provisioning",
+                w.in_flight,
+                w.kv_cache_usage,
+                w.worker_id,
+            ),
+        )
+        ready_left = sum(1 for w in live if w.state == "ready")
+        drain: list[str] = []
+        for worker in order:
+            if excess.get(key(worker), 0) <= 0:
+                continue
+            if worker.state == "ready":
+                if ready_left - 1 < spot + on_demand:
+                    continue
+                ready_left -= 1
+            excess[key(worker)] -= 1
+            drain.append(worker.worker_id)
+        return sorted(drain)

@@ -1,0 +1,200 @@
+"""Everything the scaling policy may look at for one pool in one tick, as a plain value.
+
+The policy runs inside the fleet monitor orchestrator, which may only see what
+activities returned: so signals are gathered by an activity, cross the
+orchestration boundary as JSON, and come back as this frozen value. `now` is
+part of the value (never read from a clock) so a replayed decision is the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SPOT = "spot"
+ON_DEMAND = "on-demand"
+PRIORITIES = (SPOT, ON_DEMAND)
+
+LIVE_STATES = ("provisioning", "ready")
+"""States that count as capacity that exists or is coming; draining and gone do not."""
+
+
+@dataclass(frozen=True)
+class WorkerSignal:
+    """One worker as the scaler sees it: where it runs, what it costs, how busy it is."""
+
+    worker_id: str
+    priority: str = SPOT
+    zone: str | None = None
+    state: str = "ready"
+    running: float = 0.0
+    waiting: float = 0.0
+    kv_cache_usage: float = 0.0
+
+    @property
+    def in_flight(self) -> float:
+        return self.running + self.waiting
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "priority": self.priority,
+            "zone": self.zone,
+            "state": self.state,
+            "running": self.running,
+            "waiting": self.waiting,
+            "kv_cache_usage": self.kv_cache_usage,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WorkerSignal:
+        zone = data.get("zone")
+        return cls(
+            worker_id=str(data["worker_id"]),
+            priority=str(data.get("priority", SPOT)),
+            zone=None if zone is None else str(zone),
+            state=str(data.get("state", "ready")),
+            running=float(data.get("running", 0.0) or 0.0),
+            waiting=float(data.get("waiting", 0.0) or 0.0),
+            kv_cache_usage=float(data.get("kv_cache_usage", 0.0) or 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class EvictionSignal:
+    """A spot eviction seen recently: its zone tells placement where not to go next."""
+
+    zone: str | None
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"zone": self.zone, "at": self.at}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvictionSignal:
+        zone = data.get("zone")
+        return cls(zone=None if zone is None else str(zone), at=float(data["at"]))
+
+
+@dataclass(frozen=True)
+class CapacityFailure:
+    """A capacity request the cloud refused (e.g. SkuNotAvailable): spot may not be had there."""
+
+    priority: str
+    zone: str | None
+    reason: str
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"priority": self.priority, "zone": self.zone, "reason": self.reason, "at": self.at}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CapacityFailure:
+        zone = data.get("zone")
+        return cls(
+            priority=str(data.get("priority", SPOT)),
+            zone=None if zone is None else str(zone),
+            reason=str(data.get("reason", "")),
+            at=float(data["at"]),
+        )
+
+
+def _counts(data: Mapping[str, Any] | None) -> dict[str, int]:
+    return {str(k): int(v) for k, v in sorted((data or {}).items())}
+
+
+@dataclass(frozen=True)
+class PoolSignals:
+    """One pool at one instant. Lists are tuples so the value is immutable once built."""
+
+    pool: str
+    now: float
+    admission_queue_depth: int = 0
+    gateway_in_flight: int = 0
+    workers: tuple[WorkerSignal, ...] = ()
+    ready: dict[str, int] = field(default_factory=dict)
+    provisioning: dict[str, int] = field(default_factory=dict)
+    evictions: tuple[EvictionSignal, ...] = ()
+    capacity_failures: tuple[CapacityFailure, ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        pool: str,
+        now: float,
+        *,
+        admission_queue_depth: int = 0,
+        gateway_in_flight: int = 0,
+        workers: Iterable[WorkerSignal] = (),
+        evictions: Iterable[EvictionSignal] = (),
+        capacity_failures: Iterable[CapacityFailure] = (),
+    ) -> PoolSignals:
+        """Derive the per-priority counts from the workers, so callers cannot get them wrong."""
+        ordered = tuple(sorted(workers, key=lambda w: w.worker_id))
+        ready = {
+            p: sum(1 for w in ordered if w.priority == p and w.state == "ready") for p in PRIORITIES
+        }
+        provisioning = {
+            p: sum(1 for w in ordered if w.priority == p and w.state == "provisioning")
+            for p in PRIORITIES
+        }
+        return cls(
+            pool=pool,
+            now=now,
+            admission_queue_depth=admission_queue_depth,
+            gateway_in_flight=gateway_in_flight,
+            workers=ordered,
+            ready=ready,
+            provisioning=provisioning,
+            evictions=tuple(sorted(evictions, key=lambda e: (e.at, e.zone or ""))),
+            capacity_failures=tuple(
+                sorted(capacity_failures, key=lambda f: (f.at, f.priority, f.zone or ""))
+            ),
+        )
+
+    @property
+    def waiting(self) -> float:
+        """Requests queued inside the engines of live or draining workers."""
+        return sum(w.waiting for w in self.workers if w.state in ("ready", "draining"))
+
+    def live(self, priority: str) -> int:
+        """Capacity of one priority that exists or is coming (ready + provisioning)."""
+        return self.ready.get(priority, 0) + self.provisioning.get(priority, 0)
+
+    @property
+    def live_total(self) -> int:
+        return sum(self.live(p) for p in PRIORITIES)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool,
+            "now": self.now,
+            "admission_queue_depth": self.admission_queue_depth,
+            "gateway_in_flight": self.gateway_in_flight,
+            "workers": [w.to_dict() for w in self.workers],
+            "ready": dict(self.ready),
+            "provisioning": dict(self.provisioning),
+            "evictions": [e.to_dict() for e in self.evictions],
+            "capacity_failures": [f.to_dict() for f in self.capacity_failures],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PoolSignals:
+        return cls(
+            pool=str(data["pool"]),
+            now=float(data["now"]),
+            admission_queue_depth=int(data.get("admission_queue_depth", 0) or 0),
+            gateway_in_flight=int(data.get("gateway_in_flight", 0) or 0),
+            workers=tuple(WorkerSignal.from_dict(w) for w in data.get("workers") or ()),
+            ready=_counts(data.get("ready")),
+            provisioning=_counts(data.get("provisioning")),
+            evictions=tuple(EvictionSignal.from_dict(e) for e in data.get("evictions") or ()),
+            capacity_failures=tuple(
+                CapacityFailure.from_dict(f) for f in data.get("capacity_failures") or ()
+            ),
+        )

@@ -1,0 +1,166 @@
+"""The queue-depth autoscaler, driven through named load scenarios a user would notice."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spotgate.fleet.autoscaler import Autoscaler, AutoscalerConfig, AutoscalerState, QueueDepth
+from spotgate.fleet.signals import PoolSignals, WorkerSignal
+
+T0 = 1_700_000_000.0
+
+# (seconds after T0, gateway in flight, admission queue depth, expected target)
+Step = tuple[float, int, int, int]
+
+SCENARIOS: dict[str, tuple[AutoscalerConfig, int, list[Step]]] = {
+    "load step up scales in one decision": (
+        AutoscalerConfig(min_workers=1, max_workers=10, target_concurrency_per_worker=4),
+        1,
+        [(0, 2, 0, 1), (10, 16, 4, 5), (20, 16, 4, 5)],
+    ),
+    "load drop waits for the stabilisation window": (
+        AutoscalerConfig(min_workers=1, max_workers=10, target_concurrency_per_worker=4),
+        1,
+        [(0, 20, 0, 5), (10, 4, 0, 5), (200, 4, 0, 5), (309, 4, 0, 5), (310, 4, 0, 1)],
+    ),
+    "a burst inside the window sets how far down it goes": (
+        AutoscalerConfig(min_workers=1, max_workers=10, target_concurrency_per_worker=4),
+        1,
+        [
+            (0, 20, 0, 5),
+            (10, 4, 0, 5),
+            (100, 12, 0, 5),
+            (310, 4, 0, 3),
+            (320, 4, 0, 3),
+            (620, 4, 0, 1),
+        ],
+    ),
+    "load back up cancels a pending scale-down": (
+        AutoscalerConfig(min_workers=1, max_workers=10, target_concurrency_per_worker=4),
+        1,
+        [
+            (0, 20, 0, 5),
+            (10, 4, 0, 5),
+            (100, 20, 0, 5),
+            (310, 4, 0, 5),
+            (609, 4, 0, 5),
+            (610, 4, 0, 1),
+        ],
+    ),
+    "idle to zero, then one on the first queued request": (
+        AutoscalerConfig(min_workers=0, max_workers=10, target_concurrency_per_worker=4),
+        1,
+        [
+            (0, 3, 0, 1),
+            (10, 0, 0, 1),
+            (300, 0, 0, 1),
+            (609, 0, 0, 1),
+            (610, 0, 0, 0),
+            (700, 0, 0, 0),
+            (701, 0, 1, 1),
+        ],
+    ),
+    "idle pool steps down to one, then to zero": (
+        AutoscalerConfig(min_workers=0, max_workers=10, target_concurrency_per_worker=4),
+        3,
+        [(0, 0, 0, 3), (300, 0, 0, 1), (599, 0, 0, 1), (600, 0, 0, 0)],
+    ),
+    "min_workers above zero never goes to zero": (
+        AutoscalerConfig(min_workers=2, max_workers=10, target_concurrency_per_worker=4),
+        2,
+        [(0, 0, 0, 2), (5000, 0, 0, 2)],
+    ),
+    "clamped to max_workers": (
+        AutoscalerConfig(min_workers=1, max_workers=10, target_concurrency_per_worker=4),
+        1,
+        [(0, 1000, 500, 10)],
+    ),
+    "raised to min_workers at once": (
+        AutoscalerConfig(min_workers=3, max_workers=10, target_concurrency_per_worker=4),
+        0,
+        [(0, 0, 0, 3)],
+    ),
+    "shrunk to a lowered max_workers at once": (
+        AutoscalerConfig(min_workers=0, max_workers=2, target_concurrency_per_worker=4),
+        6,
+        [(0, 100, 0, 2)],
+    ),
+}
+
+
+def signals(at: float, in_flight: int, queued: int, live: int) -> PoolSignals:
+    workers = [WorkerSignal(f"w{i}", state="ready") for i in range(live)]
+    return PoolSignals.build(
+        "pool-a",
+        T0 + at,
+        gateway_in_flight=in_flight,
+        admission_queue_depth=queued,
+        workers=workers,
+    )
+
+
+def run(
+    config: AutoscalerConfig, live: int, steps: list[Step], *, through_json: bool = False
+) -> list[tuple[int, str]]:
+    """Feed the steps, the fleet following each target, and collect (target, reason)."""
+    policy = Autoscaler.make("queue-depth", config)
+    state: AutoscalerState | None = None
+    out = []
+    for at, in_flight, queued, _ in steps:
+        if through_json and state is not None:
+            state = policy.load_state(json.loads(json.dumps(policy.dump_state(state))))
+        target, reason, state = policy.decide(signals(at, in_flight, queued, live), state)
+        live = target
+        out.append((target, reason))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_scenario(name: str) -> None:
+    config, live, steps = SCENARIOS[name]
+    targets = [t for t, _ in run(config, live, steps)]
+    assert targets == [expected for *_, expected in steps]
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_state_round_trip_gives_identical_decisions(name: str) -> None:
+    config, live, steps = SCENARIOS[name]
+    assert run(config, live, steps, through_json=True) == run(config, live, steps)
+
+
+def test_reasons_say_why() -> None:
+    config, live, steps = SCENARIOS["load drop waits for the stabilisation window"]
+    reasons = [r for _, r in run(config, live, steps)]
+    assert reasons[0].startswith("scale up")
+    assert "scale down in 300s" in reasons[1]
+    assert reasons[-1].startswith("scale down")
+
+
+def test_engine_waiting_counts_as_load() -> None:
+    config = AutoscalerConfig(min_workers=1, max_workers=10, target_concurrency_per_worker=4)
+    busy = [WorkerSignal("w0", running=4, waiting=8)]
+    target, _, _ = QueueDepth(config).decide(
+        PoolSignals.build("pool-a", T0, gateway_in_flight=4, workers=busy)
+    )
+    assert target == 3
+
+
+def test_default_and_unknown_names() -> None:
+    assert isinstance(Autoscaler.make(), QueueDepth)
+    with pytest.raises(ValueError, match="queue-depth"):
+        Autoscaler.make("nope")
+
+
+def test_signals_round_trip() -> None:
+    s = PoolSignals.build(
+        "pool-a",
+        T0,
+        admission_queue_depth=2,
+        gateway_in_flight=3,
+        workers=[WorkerSignal("b", "on-demand", "2", "provisioning"), WorkerSignal("a", zone="1")],
+    )
+    assert PoolSignals.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    assert s.ready == {"spot": 1, "on-demand": 0}
+    assert s.provisioning == {"spot": 0, "on-demand": 1}
