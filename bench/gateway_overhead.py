@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import httpx
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+
+from spotgate.adapters.local.process_compute import free_port
 
 HERE = Path(__file__).resolve().parent
 KEY = "sk-bench"
@@ -60,12 +61,6 @@ wrk.headers["Authorization"] = "Bearer {KEY}"
 
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pinned(core: int, command: list[str]) -> list[str]:

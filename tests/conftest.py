@@ -26,6 +26,7 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp
 
+from spotgate.adapters.local.process_compute import free_port
 from spotgate.engines.embedding_model import SERVED_NAME as EMBEDDING_MODEL
 from spotgate.engines.embedding_model import find_minilm, vllm_pooling_args
 from spotgate.engines.local_model import default_model_cache, prepare_smollm2
@@ -38,13 +39,6 @@ STOP_GRACE_S = 15.0
 
 # Startup timings, printed in the terminal summary so slow CI machines show up.
 _timings: dict[str, float] = {}
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -172,11 +166,11 @@ def free_socket() -> socket.socket:
 
 
 @contextlib.contextmanager
-def serve_asgi(app: ASGIApp) -> Iterator[str]:
+def serve_asgi(app: ASGIApp, lifespan: str = "off") -> Iterator[str]:
     """Serves an ASGI app with uvicorn in a thread on a free loopback port, for the test's span."""
     sock = free_socket()
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -24,6 +24,7 @@ from spotgate.adapters.local.process_compute import LocalProcessCompute, WorkerS
 from spotgate.adapters.local.scheduled_events import FakeScheduledEvents
 from spotgate.adapters.local.sqlite_worker_store import SqliteWorkerStore
 from spotgate.api.app import create_app
+from spotgate.errors import NotFound
 from spotgate.fleet.worker import WorkerState
 from spotgate.runtime import Runtime, build_runtime
 from spotgate.settings import Settings
@@ -55,8 +56,6 @@ class LocalFaultInjector:
         return self._compute.kill(worker_id)
 
     def evict(self, worker_id: str, notice_s: float) -> dict[str, object]:
-        from spotgate.errors import NotFound
-
         if worker_id not in self._compute.workers():
             raise NotFound(f"No local worker process '{worker_id}'.", code="worker_not_found")
         return self._events.preempt(worker_id, notice_s)
@@ -99,10 +98,9 @@ def build_dev_app(
     for stale in store.all():
         store.delete(stale.id)
     runtime = build_runtime(settings, store)
-    loop_holder: dict[str, asyncio.AbstractEventLoop] = {}
 
     def schedule(delay: float, action: Callable[[], None]) -> None:
-        loop_holder["loop"].call_later(delay, action)
+        asyncio.get_running_loop().call_later(delay, action)  # only called on the server's loop
 
     compute = LocalProcessCompute(
         runtime.registry,
@@ -123,7 +121,6 @@ def build_dev_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        loop_holder["loop"] = asyncio.get_running_loop()
         async with inner_lifespan(app):
             runner = await start_local_orchestrations(runtime)
             for index in range(options.workers):

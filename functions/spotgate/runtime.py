@@ -57,13 +57,12 @@ class Runtime:
     load: OutstandingRequests
     health: PassiveHealth
     forwarder: Forwarder
-    catalog: ModelCatalog
+    router: Router
     upstream: UpstreamClient
     orchestrations: OrchestrationControl | None = None
     faults: LocalFaults | None = None
     scheduled_events: Any = None
     decisions: DecisionLog = field(default_factory=InMemoryDecisionLog)
-    router: Router | None = None
     ready: bool = False
     response_cache: ResponseCache | None = None
     probe: HealthProbe | None = None  # started by the app's lifespan
@@ -72,8 +71,7 @@ class Runtime:
         if self.probe is not None:
             await self.probe.stop()
         await self.upstream.close()
-        if self.router is not None:
-            await self.router.close()
+        await self.router.close()
         if self.response_cache is not None:
             await self.response_cache.close()
 
@@ -135,7 +133,6 @@ def build_runtime(
         load=load,
         health=health,
         forwarder=forwarder,
-        catalog=catalog,
         router=router,
         upstream=upstream,
         response_cache=build_response_cache(settings, clock, cache_store),

@@ -16,7 +16,7 @@ from spotgate.adapters.http_upstream import AiohttpUpstream
 from spotgate.adapters.pooled_upstream import PooledHttpUpstream
 from spotgate.engines.sim import SimConfig, create_sim_app
 from spotgate.gateway.upstream import WorkerUnreachable
-from tests.conftest import serve_asgi
+from tests.conftest import free_port, serve_asgi
 
 JSON = {"Content-Type": "application/json"}
 CHAT = {
@@ -26,12 +26,6 @@ CHAT = {
     "max_tokens": 24,
 }
 IDS = re.compile(rb"(chatcmpl|cmpl)-[0-9a-f]+")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -7,21 +7,17 @@ one costs the client nothing.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from spotgate.api.app import create_app
 from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.runtime import Runtime, build_runtime
 from spotgate.settings import Settings
-from tests.conftest import VllmServer, free_port
+from tests.conftest import VllmServer, free_port, serve_asgi
 from tests.openai_schema import validate
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]
@@ -51,19 +47,8 @@ def gateway(gateway_runtime: Runtime, vllm_server: VllmServer) -> Iterator[str]:
         engine="vllm",
         url=f"http://127.0.0.1:{free_port()}",
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "gateway did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_asgi(create_app(runtime), lifespan="on") as url:
+        yield url
 
 
 @pytest.fixture

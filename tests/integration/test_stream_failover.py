@@ -7,7 +7,6 @@ proxy in front of a real vLLM that cuts the connection after N bytes.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import concurrent.futures
 import contextlib
@@ -24,13 +23,12 @@ import httpx
 import openai
 import orjson
 import pytest
-import uvicorn
 
 from spotgate.api.app import create_app
 from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.runtime import build_runtime
 from spotgate.settings import Settings
-from tests.conftest import VllmServer, free_port
+from tests.conftest import VllmServer, serve_asgi
 from tests.integration.conftest import KEY, Stack, sim_stack
 
 pytestmark = pytest.mark.integration
@@ -230,19 +228,8 @@ def vllm_failover(vllm_server: VllmServer) -> Iterator[tuple[str, CuttingProxy]]
         runtime.registry.register(
             worker_id, pool="default", model=vllm_server.model, engine="vllm", url=url
         )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "gateway did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", proxy
-    server.should_exit = True
-    thread.join(10)
+    with serve_asgi(create_app(runtime), lifespan="on") as url:
+        yield url, proxy
     proxy.close()
 
 

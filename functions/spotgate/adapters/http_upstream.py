@@ -1,8 +1,9 @@
-"""aiohttp client to workers: the reference the default PooledHttpUpstream is held to.
+"""aiohttp client: for HTTPS endpoints (spillover) and as the workers' client baseline.
 
-The gateway uses PooledHttpUpstream (about 3x cheaper per request); this one
-stays as the baseline its tests compare bytes against and `make bench
-ARGS="--client aiohttp"` measures.
+Workers are reached with PooledHttpUpstream (plain HTTP, about 3x cheaper per
+request); managed spillover endpoints need TLS, which this client brings.
+Its tests compare PooledHttpUpstream's bytes against it, and `make bench
+ARGS="--client aiohttp"` measures it.
 """
 
 from __future__ import annotations

@@ -124,13 +124,13 @@ def _endpoint(path: str, check: Checker, normalise: Normaliser, streams: bool):
         body = request_body.parse_body(raw)
         model = check(body)
         router = runtime.router
-        assert router is not None
         resolved = await router.resolve(model, body)
         wants_stream = streams and bool(body.get("stream"))
         cache = runtime.response_cache
         decision = None
         if cache is not None:
-            key_body = body if resolved.served_name == model else {**body, "model": resolved.name}
+            # aliases and the served name share entries: key on the canonical name
+            key_body = body if model == resolved.name else {**body, "model": resolved.name}
             decision = cache.decide(path, key_body, request.headers)
         x_cache = "MISS" if decision is not None and decision.read else "BYPASS"
         if cache is not None and decision is not None and decision.read:
@@ -167,7 +167,7 @@ def _endpoint(path: str, check: Checker, normalise: Normaliser, streams: bool):
 async def list_models(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     require_key(request, runtime.settings.api_keys)
-    return json_response(runtime.catalog.listing())
+    return json_response(runtime.router.catalog.listing())
 
 
 routes = [

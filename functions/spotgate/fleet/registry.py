@@ -48,9 +48,6 @@ class WorkerRegistry:
     def ready_for_model(self, model: str) -> tuple[Worker, ...]:
         return self._ready_by_model.get(model, ())
 
-    def models(self) -> list[str]:
-        return sorted({w.model for w in self._workers.values() if w.state != WorkerState.GONE})
-
     def in_pool(self, pool: str) -> list[Worker]:
         return [w for w in self.all() if w.pool == pool]
 
@@ -152,11 +149,9 @@ class WorkerRegistry:
                     del self._workers[worker.id]
                     self._store.delete(worker.id)
                 continue
-            last_sign = max(worker.last_heartbeat, worker.state_changed_at)
-            timeout = heartbeat_timeout_s
             if worker.state == WorkerState.PROVISIONING:
                 continue
-            if now - last_sign > timeout:
+            if now - max(worker.last_heartbeat, worker.state_changed_at) > heartbeat_timeout_s:
                 self._move(worker, WorkerState.GONE, "heartbeat timeout")
                 expired.append(worker)
         return expired

@@ -27,12 +27,11 @@ from spotgate.gateway.breaker import is_connection_refused
 from spotgate.gateway.health import PassiveHealth
 from spotgate.gateway.load import OutstandingRequests
 from spotgate.gateway.selection import SelectionPolicy
-from spotgate.gateway.sse_progress import sse_error
 from spotgate.gateway.stream_resume import StreamRelays
 from spotgate.gateway.upstream import UpstreamClient, UpstreamStream, WorkerUnreachable
 from spotgate.gateway.upstream_errors import openai_error_body
 
-__all__ = ["Forwarder", "Reply", "StreamReply", "sse_error"]
+__all__ = ["Forwarder", "Reply", "StreamReply"]
 
 T = TypeVar("T")
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})

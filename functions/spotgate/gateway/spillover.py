@@ -22,12 +22,13 @@ import orjson
 from spotgate.errors import UpstreamError
 from spotgate.gateway.admission import PoolState
 from spotgate.gateway.model_catalogue import ModelEntry, SpilloverTarget
+from spotgate.gateway.sse_progress import sse_error
 from spotgate.gateway.upstream import UpstreamClient, UpstreamStream, WorkerUnreachable
 
 if TYPE_CHECKING:
     from spotgate.gateway.forwarding import Reply, StreamReply
 
-# Reply, StreamReply and sse_error are imported where used: the Forwarder that wires
+# Reply and StreamReply are imported where used: the Forwarder that wires
 # spillover in imports this module, and a top-level import back would be circular.
 
 WORKER_PREFIX = "spillover:"
@@ -136,7 +137,6 @@ class SpilloverClient:
 
     @staticmethod
     async def _relay(worker_id: str, stream: UpstreamStream) -> AsyncIterator[bytes]:
-        from spotgate.gateway.forwarding import sse_error
 
         try:
             async for chunk in stream.chunks():

@@ -73,7 +73,6 @@ class LocalProcessCompute:
         self._host = host
         self._launched: dict[str, _Launched] = {}
         self._counter = 0
-        self._on_exit: list[asyncio.Task[None]] = []
 
     def workers(self) -> list[str]:
         return [wid for wid, w in self._launched.items() if w.process is not None]
