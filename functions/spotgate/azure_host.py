@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from spotgate.adapters.azure.fleet_services import azure_fleet_services
 from spotgate.adapters.local.sqlite_worker_store import SqliteWorkerStore
 from spotgate.api.app import create_app
 from spotgate.orchestrations.blueprint import bp, set_services_provider
-from spotgate.orchestrations.services import SimpleFleetServices
 from spotgate.runtime import build_runtime
 from spotgate.settings import Settings
 
@@ -23,13 +23,7 @@ from spotgate.settings import Settings
 def build_function_app(settings: Settings | None = None) -> func.AsgiFunctionApp:
     settings = settings or Settings(compute="azure")
     runtime = build_runtime(settings, SqliteWorkerStore(settings.database_path))
-    services = SimpleFleetServices(
-        registry=runtime.registry,
-        clock=runtime.clock,
-        heartbeat_timeout_s=settings.heartbeat_timeout_s,
-        decisions=runtime.decisions,
-    )
-    set_services_provider(lambda: services)
+    set_services_provider(azure_fleet_services(runtime))
     app = func.AsgiFunctionApp(
         app=create_app(runtime, local=False), http_auth_level=func.AuthLevel.ANONYMOUS
     )

@@ -40,6 +40,28 @@ def dev(
     embeddings: Annotated[
         bool, typer.Option(help="vllm: also run an embedding worker (all-MiniLM-L6-v2).")
     ] = False,
+    autoscale: Annotated[
+        bool, typer.Option(help="Scale the pool with load between --min/--max-workers.")
+    ] = False,
+    min_workers: Annotated[int, typer.Option(min=0, help="--autoscale: smallest pool.")] = 0,
+    max_workers: Annotated[int, typer.Option(min=1, help="--autoscale: largest pool.")] = 4,
+    target_concurrency: Annotated[
+        float | None, typer.Option(help="--autoscale: requests per worker to aim for.")
+    ] = None,
+    scale_down_after: Annotated[
+        float, typer.Option(help="--autoscale: seconds of lower load before shrinking.")
+    ] = 30.0,
+    idle_to_zero: Annotated[
+        float, typer.Option(help="--autoscale: idle seconds before scaling to zero.")
+    ] = 60.0,
+    evictions_per_hour: Annotated[
+        float, typer.Option(help="Random spot evictions per worker-hour (0: none).")
+    ] = 0.0,
+    eviction_notice: Annotated[float, typer.Option(help="Notice per eviction, seconds.")] = 30.0,
+    provision_delay: Annotated[
+        float, typer.Option(help="Seconds a new worker takes to 'boot' before it starts.")
+    ] = 0.0,
+    tick: Annotated[float, typer.Option(help="Fleet monitor tick, seconds.")] = 2.0,
 ) -> None:
     """Run gateway, control plane, fleet monitor and N workers on this machine."""
     from spotgate.dev_command import run_dev
@@ -57,6 +79,20 @@ def dev(
         tokens_per_s=tokens_per_s,
         max_concurrency=max_concurrency,
         embeddings=embeddings,
+        fleet={
+            "autoscale": autoscale,
+            "min_workers": min_workers,
+            "max_workers": max_workers,
+            "target_concurrency": target_concurrency,
+            "scale_down_after_s": scale_down_after,
+            "idle_to_zero_s": idle_to_zero,
+        },
+        settings_overrides={
+            "local_evictions_per_hour": evictions_per_hour,
+            "local_eviction_notice_s": eviction_notice,
+            "local_provision_delay_s": provision_delay,
+            "monitor_tick_s": tick,
+        },
     )
 
 
@@ -83,6 +119,10 @@ def worker(
     pooling: Annotated[
         bool, typer.Option(help="vllm: serve an embedding (pooling) model.")
     ] = False,
+    priority: Annotated[str, typer.Option(help="spot or on-demand (reported to the fleet).")] = (
+        "spot"
+    ),
+    zone: Annotated[str | None, typer.Option(help="Availability zone (reported).")] = None,
 ) -> None:
     """Run one engine and its agent (used by `dev`, and the model for the VM image)."""
     from spotgate.worker_process import WorkerOptions, run_worker
@@ -104,6 +144,8 @@ def worker(
         max_concurrency=max_concurrency,
         cpu_cores=cpu_cores,
         pooling=pooling,
+        priority=priority,
+        zone=zone,
     )
     raise typer.Exit(asyncio.run(run_worker(options)))
 
@@ -158,6 +200,76 @@ def fleet_evict(
         f"eviction scheduled for [bold]{worker_id}[/bold]: event {event.get('EventId')}, "
         f"not before {event.get('NotBefore')}"
     )
+
+
+@fleet_app.command("spot")
+def fleet_spot(
+    ctx: typer.Context,
+    available: Annotated[
+        bool, typer.Option("--available/--unavailable", help="Grant or refuse spot capacity.")
+    ],
+    zone: Annotated[str | None, typer.Option(help="Only this zone (default: every zone).")] = None,
+) -> None:
+    """Local stack: make spot capacity unavailable (or available again), to watch the fallback."""
+    result: dict[str, Any] = ctx.obj.call(
+        "POST", "/fleet/spot", {"available": available, "zone": zone}
+    )
+    refused = ", ".join(result.get("refused_zones") or []) or "none"
+    console.print(f"spot refused in: [bold]{refused}[/bold] ('*' = every zone)")
+
+
+@app.command()
+def bench(
+    url: Annotated[
+        str,
+        typer.Option(
+            envvar="SPOTGATE_URL",
+            help="Base URL (default: .spotgate/dev.json's, else http://127.0.0.1:8000).",
+        ),
+    ] = "",
+    key: Annotated[str, typer.Option(envvar="SPOTGATE_API_KEY", help="API key.")] = "",
+    model: Annotated[str, typer.Option(help="Model (default: smollm2, else the first).")] = "",
+    concurrency: Annotated[int, typer.Option(min=1, help="Closed-loop clients.")] = 8,
+    duration: Annotated[float, typer.Option(min=0.001, help="Seconds to run.")] = 30.0,
+    requests: Annotated[
+        int | None, typer.Option(min=1, help="Send exactly N requests instead of --duration.")
+    ] = None,
+    stream: Annotated[bool, typer.Option(help="Stream answers (measures TTFT).")] = True,
+    max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens per request.")] = 64,
+    prompt: Annotated[str, typer.Option(help="User message (a nonce is added).")] = "",
+    ramp: Annotated[
+        str, typer.Option(help='Schedule "clients:seconds,..." e.g. "4:10,16:20,2:30".')
+    ] = "",
+    cacheable: Annotated[
+        bool, typer.Option(help="Identical temperature-0 requests the cache may answer.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(min=0.001, help="Per-request timeout, s.")] = 120.0,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results as JSON here.")
+    ] = None,
+) -> None:
+    """Load a running stack with chat requests; report latency, TTFT and errors (1 on any error)."""
+    from spotgate.bench_command import DEFAULT_PROMPT, BenchOptions, bench_main, parse_ramp
+
+    try:
+        steps = parse_ramp(ramp)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--ramp") from None
+    options = BenchOptions(
+        url=url,
+        model=model,
+        key=key or None,
+        concurrency=concurrency,
+        duration_s=duration,
+        requests=requests,
+        stream=stream,
+        max_tokens=max_tokens,
+        prompt=prompt or DEFAULT_PROMPT,
+        ramp=steps,
+        cacheable=cacheable,
+        timeout_s=timeout,
+    )
+    raise typer.Exit(bench_main(console, options, json_path))
 
 
 def main() -> None:

@@ -60,7 +60,8 @@ _STATE_STYLE = {"ready": "green", "provisioning": "yellow", "draining": "magenta
 def render_fleet(console: Console, status: dict[str, Any]) -> None:
     now = time.time()
     table = Table(title="spotgate fleet")
-    for column in ("id", "pool", "state", "engine", "model", "in-flight", "running", "heartbeat"):
+    columns = ("id", "pool", "state", "priority", "zone", "model", "in-flight", "heartbeat")
+    for column in columns:
         table.add_column(column)
     for worker in status.get("workers", []):
         style = _STATE_STYLE.get(worker["state"], "")
@@ -69,18 +70,21 @@ def render_fleet(console: Console, status: dict[str, Any]) -> None:
             worker["id"],
             worker["pool"],
             f"[{style}]{worker['state']}[/{style}]" if style else worker["state"],
-            worker["engine"],
-            worker["model"],
+            worker.get("priority") or "-",
+            worker.get("zone") or "-",
+            worker["model"] or "-",
             str(worker.get("in_flight", 0)),
-            f"{worker.get('metrics', {}).get('num_requests_running', 0):g}",
             f"{now - beat:.1f}s ago" if beat else "never",
         )
     console.print(table)
     for pool in status.get("pools", []):
         monitor = pool.get("monitor") or {}
-        decision = monitor.get("last_decision") or {}
         console.print(
-            f"pool [bold]{pool['name']}[/bold]: {pool['ready']} ready, "
-            f"{pool['draining']} draining, {pool['provisioning']} provisioning; "
-            f"monitor tick {monitor.get('tick', '-')}: {decision.get('reason', 'no decision yet')}"
+            f"pool [bold]{pool['name']}[/bold]: desired {monitor.get('desired', '-')}, "
+            f"{pool['ready']} ready, {pool['provisioning']} provisioning, "
+            f"{pool['draining']} draining (spot {monitor.get('spot_target', '-')}, "
+            f"on-demand {monitor.get('on_demand_target', '-')})"
+        )
+        console.print(
+            f"  monitor tick {monitor.get('tick', '-')}: {monitor.get('why', 'no decision yet')}"
         )

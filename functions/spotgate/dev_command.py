@@ -6,6 +6,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from rich.console import Console
@@ -51,10 +52,12 @@ def run_dev(
     tokens_per_s: float,
     max_concurrency: int,
     embeddings: bool = False,
+    fleet: dict[str, Any] | None = None,
+    settings_overrides: dict[str, Any] | None = None,
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
-    base = Settings(host=host, port=port)
+    base = Settings(host=host, port=port, **(settings_overrides or {}))
     settings, key = dev_settings(base, os.environ.get("SPOTGATE_DEV_API_KEY"))
     if embeddings and engine != "vllm":
         raise SystemExit("--embeddings needs --engine vllm (sim workers answer embeddings)")
@@ -76,6 +79,7 @@ def run_dev(
         tokens_per_s=tokens_per_s,
         max_concurrency=max_concurrency,
         embeddings=embeddings,
+        **(fleet or {}),
     )
     url = settings.base_url()
     _write_connection_file(url, key)
@@ -85,8 +89,13 @@ def run_dev(
         console.print(_banner(url, key, model), soft_wrap=True, highlight=False)
         console.print(Rule(style="green"))
 
+    size = (
+        f"autoscaling {options.min_workers}-{options.max_workers}"
+        if options.autoscale
+        else str(workers)
+    )
     console.print(
-        f"starting gateway on {url} with {workers} {engine} worker(s); API key: [bold]{key}[/bold]"
+        f"starting gateway on {url} with {size} {engine} worker(s); API key: [bold]{key}[/bold]"
     )
     app = build_dev_app(settings, options, on_ready)
     config = uvicorn.Config(

@@ -15,16 +15,20 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from starlette.applications import Starlette
 
 from spotgate.adapters.local.process_compute import LocalProcessCompute, WorkerSpec
 from spotgate.adapters.local.scheduled_events import FakeScheduledEvents
+from spotgate.adapters.local.spot_market import LocalSpotMarket
+from spotgate.adapters.local.sqlite_fleet_journal import SqliteFleetJournal
 from spotgate.adapters.local.sqlite_worker_store import SqliteWorkerStore
 from spotgate.api.app import create_app
 from spotgate.errors import NotFound
+from spotgate.fleet.autoscaler import AutoscalerConfig
+from spotgate.fleet.fleet_policy import FleetPolicyConfig
 from spotgate.fleet.worker import WorkerState
 from spotgate.runtime import Runtime, build_runtime
 from spotgate.settings import Settings
@@ -43,14 +47,28 @@ class DevOptions:
     tokens_per_s: float = 200.0
     max_concurrency: int = 16
     embeddings: bool = False
+    autoscale: bool = False
+    min_workers: int = 0
+    max_workers: int = 4
+    target_concurrency: float | None = None
+    scale_down_after_s: float = 30.0
+    idle_to_zero_s: float = 60.0
+
+    @property
+    def initial_workers(self) -> int:
+        """Workers the stack waits for before it says it is up."""
+        return self.min_workers if self.autoscale else self.workers
 
 
 class LocalFaultInjector:
-    """`spotgate fleet kill|evict` land here: crash a process, or post an eviction notice."""
+    """`spotgate fleet kill|evict|spot` land here: crash, eviction notice, spot refused."""
 
-    def __init__(self, compute: LocalProcessCompute, events: FakeScheduledEvents) -> None:
+    def __init__(
+        self, compute: LocalProcessCompute, events: FakeScheduledEvents, market: LocalSpotMarket
+    ) -> None:
         self._compute = compute
         self._events = events
+        self.market = market
 
     def kill(self, worker_id: str) -> bool:
         return self._compute.kill(worker_id)
@@ -59,6 +77,13 @@ class LocalFaultInjector:
         if worker_id not in self._compute.workers():
             raise NotFound(f"No local worker process '{worker_id}'.", code="worker_not_found")
         return self._events.preempt(worker_id, notice_s)
+
+    def spot(self, available: bool, zone: str | None) -> dict[str, object]:
+        if available:
+            self.market.restore(zone)
+        else:
+            self.market.refuse(zone)
+        return {"refused_zones": self.market.refused_zones()}
 
 
 def dev_settings(settings: Settings, api_key: str | None) -> tuple[Settings, str]:
@@ -89,6 +114,27 @@ def _worker_args(options: DevOptions, index: int) -> list[str]:
     ]
 
 
+def dev_policies(settings: Settings, options: DevOptions) -> dict[str, FleetPolicyConfig]:
+    """A fixed pool that is only kept whole, or an autoscaled one tuned to be watched live."""
+    policy = settings.fleet_policy(options.pool)
+    if options.autoscale:
+        target = options.target_concurrency or max(1.0, settings.worker_max_concurrency / 2)
+        autoscaling = AutoscalerConfig(
+            min_workers=options.min_workers,
+            max_workers=options.max_workers,
+            target_concurrency_per_worker=target,
+            scale_down_stabilisation_s=options.scale_down_after_s,
+            idle_to_zero_s=options.idle_to_zero_s,
+        )
+        policy = replace(policy, autoscaling=autoscaling)
+    else:
+        policy = policy.fixed_size(options.workers)
+    policies = {options.pool: policy}
+    if options.embeddings:
+        policies["embeddings"] = settings.fleet_policy("embeddings").fixed_size(1)
+    return policies
+
+
 def build_dev_app(
     settings: Settings,
     options: DevOptions,
@@ -97,11 +143,30 @@ def build_dev_app(
     store = SqliteWorkerStore(settings.database_path)
     for stale in store.all():
         store.delete(stale.id)
+    journal = SqliteFleetJournal(settings.data_dir / "fleet-journal.sqlite3")
     runtime = build_runtime(settings, store)
+    runtime.journal = journal
 
     def schedule(delay: float, action: Callable[[], None]) -> None:
         asyncio.get_running_loop().call_later(delay, action)  # only called on the server's loop
 
+    specs = {
+        options.pool: WorkerSpec(
+            options.pool,
+            options.model,
+            options.engine,
+            args_for=lambda index: _worker_args(options, index),
+        )
+    }
+    if options.embeddings:
+        from spotgate.engines.embedding_model import SERVED_NAME, find_minilm
+
+        def embedding_args(_index: int) -> list[str]:
+            core = str(options.workers % (os.cpu_count() or 1))
+            return ["--model-dir", str(find_minilm()), "--pooling", "--cpu-cores", core]
+
+        specs["embeddings"] = WorkerSpec("embeddings", SERVED_NAME, "vllm", args_for=embedding_args)
+    market_ref: list[LocalSpotMarket] = []
     compute = LocalProcessCompute(
         runtime.registry,
         control_plane_url=settings.base_url(),
@@ -110,10 +175,19 @@ def build_dev_app(
         provision_delay_s=settings.local_provision_delay_s,
         heartbeat_interval_s=settings.heartbeat_interval_s,
         host=settings.host,
+        specs=specs,
+        spot_available=lambda zone: market_ref[0].available(zone),
     )
     events = FakeScheduledEvents(runtime.clock, compute.kill, schedule)
+    market = LocalSpotMarket(
+        runtime.registry,
+        lambda worker_id, notice_s: events.preempt(worker_id, notice_s),
+        evictions_per_hour=settings.local_evictions_per_hour,
+        notice_s=settings.local_eviction_notice_s,
+    )
+    market_ref.append(market)
     runtime.scheduled_events = events
-    runtime.faults = LocalFaultInjector(compute, events)
+    runtime.faults = LocalFaultInjector(compute, events, market)
     from spotgate.orchestrations.local import start_local_orchestrations
 
     app = create_app(runtime)
@@ -122,24 +196,20 @@ def build_dev_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with inner_lifespan(app):
-            runner = await start_local_orchestrations(runtime)
-            for index in range(options.workers):
-                args = _worker_args(options, index)
-                await compute.launch(WorkerSpec(options.pool, options.model, options.engine, args))
-            if options.embeddings:
-                from spotgate.engines.embedding_model import SERVED_NAME, find_minilm
-
-                args = ["--model-dir", str(find_minilm()), "--pooling"]
-                args += ["--cpu-cores", str(options.workers % (os.cpu_count() or 1))]
-                await compute.launch(WorkerSpec("embeddings", SERVED_NAME, "vllm", args))
+            runner = await start_local_orchestrations(
+                runtime, compute, dev_policies(settings, options)
+            )
+            market.start()
             waiter = asyncio.create_task(_announce_when_ready(runtime, options, on_ready))
             try:
                 yield
             finally:
                 waiter.cancel()
+                await market.stop()
                 await runner.stop()
                 await compute.shutdown()
                 store.close()
+                journal.close()
 
     app.router.lifespan_context = lifespan
     return app
@@ -151,7 +221,7 @@ async def _announce_when_ready(
     started = time.monotonic()
     while True:
         ready = [w for w in runtime.registry.all() if w.state == WorkerState.READY]
-        if len(ready) >= options.workers + int(options.embeddings):
+        if len(ready) >= options.initial_workers + int(options.embeddings):
             break
         await asyncio.sleep(0.25)
     log.info("%d workers ready after %.1f s", len(ready), time.monotonic() - started)

@@ -14,6 +14,7 @@ from spotgate.adapters.cache_factory import build_response_cache
 from spotgate.adapters.pooled_upstream import PooledHttpUpstream
 from spotgate.adapters.router_factory import build_router
 from spotgate.clock import Clock, SystemClock
+from spotgate.fleet.journal import FleetJournal, InMemoryFleetJournal
 from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.store import WorkerStore
 from spotgate.gateway.cache_store import CacheStore
@@ -27,7 +28,6 @@ from spotgate.gateway.response_cache import ResponseCache
 from spotgate.gateway.routing import Router
 from spotgate.gateway.selection import PolicyOptions, SelectionPolicy
 from spotgate.gateway.upstream import UpstreamClient
-from spotgate.orchestrations.services import DecisionLog, InMemoryDecisionLog
 from spotgate.settings import Settings
 
 
@@ -42,11 +42,13 @@ class OrchestrationControl(Protocol):
 
 
 class LocalFaults(Protocol):
-    """Fault injection only a local stack offers: crash a worker, or give it an eviction notice."""
+    """Fault injection only a local stack offers: crash, eviction notice, spot refused."""
 
     def kill(self, worker_id: str) -> bool: ...
 
     def evict(self, worker_id: str, notice_s: float) -> dict[str, Any]: ...
+
+    def spot(self, available: bool, zone: str | None) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -62,7 +64,7 @@ class Runtime:
     orchestrations: OrchestrationControl | None = None
     faults: LocalFaults | None = None
     scheduled_events: Any = None
-    decisions: DecisionLog = field(default_factory=InMemoryDecisionLog)
+    journal: FleetJournal = field(default_factory=InMemoryFleetJournal)
     ready: bool = False
     response_cache: ResponseCache | None = None
     probe: HealthProbe | None = None  # started by the app's lifespan

@@ -6,12 +6,16 @@ configuration and tests override fields in the initialiser.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from spotgate.fleet.autoscaler import AutoscalerConfig
+from spotgate.fleet.capacity_mix import CapacityMixConfig
+from spotgate.fleet.fleet_policy import FleetPolicyConfig
 from spotgate.gateway.model_catalogue import ModelEntry
 
 
@@ -29,7 +33,7 @@ class Settings(BaseSettings):
     fleet_token: str | None = Field(default=None, description="Token agents present.")
 
     data_dir: Path = Path(".spotgate")
-    pools: list[str] = Field(default_factory=lambda: ["default"])
+    pools: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
     models: list[str] = Field(
         default_factory=list, description="Models served even before a worker registers."
     )
@@ -59,6 +63,48 @@ class Settings(BaseSettings):
 
     compute: Literal["local", "azure"] = "local"
     local_provision_delay_s: float = 0.0
+    local_evictions_per_hour: float = Field(
+        default=0.0, description="Local spot market: random evictions per spot worker-hour."
+    )
+    local_eviction_notice_s: float = 30.0
+
+    # --- fleet scaling policy (per pool overrides in pool_policies) ---
+    min_workers: int = 0
+    max_workers: int = 8
+    target_concurrency_per_worker: float = 8.0
+    scale_down_stabilisation_s: float = 300.0
+    idle_to_zero_s: float = 600.0
+    zones: list[str] = Field(default_factory=lambda: ["1", "2", "3"])
+    base_on_demand: int = 0
+    overprovision_spot: int = 0
+    drain_timeout_s: float = 300.0
+    provision_timeout_s: float = 900.0
+    fleet_dry_run: bool = Field(
+        default=False, description="Decide and report, but provision and delete nothing."
+    )
+    pool_policies: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-pool FleetPolicyConfig overrides, e.g. "
+        "{'default': {'autoscaling': {'max_workers': 4}}}.",
+    )
+    azure_subscription_id: str | None = Field(
+        default=None, description="Subscription of the worker scale sets (compute=azure)."
+    )
+    azure_resource_group: str | None = Field(
+        default=None, description="Resource group holding the worker scale sets."
+    )
+    batch_queue_account_url: str | None = Field(
+        default=None, description="Storage account whose spotgate-batch-{pool} queues count."
+    )
+    monitor_metrics_endpoint: str | None = Field(
+        default=None, description="https://<region>.metrics.monitor.azure.com"
+    )
+    monitor_gateway_resource_id: str | None = Field(
+        default=None, description="Application Insights resource with the gateway's metrics."
+    )
+    monitor_workspace_id: str | None = Field(
+        default=None, description="Log Analytics workspace with the Activity Log."
+    )
 
     cache_backend: Literal["sqlite", "memory", "off"] = Field(
         default="sqlite", description="Response cache store (Cosmos DB on Azure)."
@@ -71,6 +117,42 @@ class Settings(BaseSettings):
         description="Per-model overrides, e.g. {'smollm2': {'ttl_s': 60, 'enabled': true}}.",
     )
     cache_timeout_s: float = 0.05
+
+    @field_validator("pools", mode="before")
+    @classmethod
+    def _pools_as_typed(cls, value: Any) -> Any:
+        """SPOTGATE_POOLS as JSON (`["a","b"]`) or as people type it (`a, b`)."""
+        if isinstance(value, str):
+            text = value.strip()
+            items = json.loads(text) if text.startswith("[") else text.split(",")
+            return [str(p).strip() for p in items if str(p).strip()] or ["default"]
+        return value
+
+    def fleet_policy(self, pool: str) -> FleetPolicyConfig:
+        """The pool's policy: these settings, then its entry in pool_policies on top."""
+        base = FleetPolicyConfig(
+            autoscaling=AutoscalerConfig(
+                min_workers=self.min_workers,
+                max_workers=self.max_workers,
+                target_concurrency_per_worker=self.target_concurrency_per_worker,
+                scale_down_stabilisation_s=self.scale_down_stabilisation_s,
+                idle_to_zero_s=self.idle_to_zero_s,
+            ),
+            mix=CapacityMixConfig(
+                zones=tuple(self.zones),
+                base_on_demand=self.base_on_demand,
+                overprovision_spot=self.overprovision_spot,
+            ),
+            drain_timeout_s=self.drain_timeout_s,
+            provision_timeout_s=self.provision_timeout_s,
+            dry_run=self.fleet_dry_run,
+        ).to_dict()
+        override = self.pool_policies.get(pool) or {}
+        merged = {
+            k: (base[k] | v if isinstance(v, dict) and isinstance(base.get(k), dict) else v)
+            for k, v in override.items()
+        }
+        return FleetPolicyConfig.from_dict(base | merged)
 
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"

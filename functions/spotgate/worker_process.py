@@ -46,6 +46,8 @@ class WorkerOptions:
     max_concurrency: int = 16
     cpu_cores: str | None = None
     pooling: bool = False
+    priority: str = "spot"
+    zone: str | None = None
 
 
 def _agent_command(options: WorkerOptions) -> list[str]:
@@ -67,7 +69,11 @@ def _agent_command(options: WorkerOptions) -> list[str]:
         engine_url,
         "--heartbeat-interval",
         str(options.heartbeat_interval_s),
+        "--priority",
+        options.priority,
     ]
+    if options.zone:
+        command += ["--zone", options.zone]
     if options.imds_url:
         command += ["--imds-url", options.imds_url]
     return command

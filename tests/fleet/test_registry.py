@@ -98,8 +98,10 @@ def test_observation_counts_states_and_load_of_one_pool() -> None:
     registry.heartbeat("a", {"num_requests_running": 2, "num_requests_waiting": 1})
     registry.drain("b", "evicted", event_id="E", not_before=None)
     seen = observe_pool(registry, "default", heartbeat_timeout_s=6, now=clock.now())
-    assert (seen.ready, seen.draining, seen.provisioning, seen.total) == (1, 1, 1, 3)
-    assert (seen.running, seen.waiting) == (2, 1)
+    counts = [seen.count(state) for state in ("ready", "draining", "provisioning")]
+    assert counts == [1, 1, 1] and len(seen.signals.workers) == 3
+    (a,) = [w for w in seen.signals.workers if w.worker_id == "a"]
+    assert (a.running, a.waiting) == (2, 1)
     assert seen.evicting == ["b"]
     assert seen.actual == 2
 

@@ -121,7 +121,9 @@ def test_fleet_monitor_runs_and_explains_itself(stack: Stack) -> None:
     assert status["runtimeStatus"] == "Running"
     for field in ("input", "customStatus", "output", "createdTime", "lastUpdatedTime"):
         assert field in status
-    assert status["customStatus"]["last_decision"]["reason"]
+    custom = status["customStatus"]
+    assert custom["desired"] == 3 and custom["actual"] == 3
+    assert custom["why"].startswith("steady")
 
 
 def test_fleet_cli_shows_every_worker(stack: Stack) -> None:

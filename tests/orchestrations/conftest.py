@@ -32,7 +32,9 @@ from spotgate.adapters.local.durable_runner import (
     orchestrators_from_blueprint,
 )
 from spotgate.clock import ManualClock, SystemClock
+from spotgate.fleet.observation import PoolObservation
 from spotgate.fleet.registry import WorkerRegistry
+from spotgate.fleet.signals import PoolSignals, WorkerSignal
 from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.orchestrations import blueprint
 from spotgate.orchestrations.activities import activity_table
@@ -62,7 +64,7 @@ class FakeTask:
 
 
 class FakeContext:
-    """Records every call the orchestrator makes; activities answer from `observations`."""
+    """Records every call the orchestrator makes; observe_pool answers from `observations`."""
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class FakeContext:
         self._wake_at_ticks = wake_at_ticks
         self.current_utc_datetime = datetime(2024, 1, 1, tzinfo=UTC)
         self.calls: list[tuple[str, Any]] = []
+        self.tasks: list[FakeTask] = []
         self.custom_status: Any = None
         self._waits = 0
 
@@ -85,7 +88,9 @@ class FakeContext:
     def call_activity(self, name: str, input_: Any = None) -> FakeTask:
         self.calls.append(("activity", name))
         result = self._observations.pop(0) if name == "observe_pool" else None
-        return FakeTask("activity", name, input_, result)
+        task = FakeTask("activity", name, input_, result)
+        self.tasks.append(task)
+        return task
 
     def create_timer(self, fire_at: datetime) -> FakeTask:
         self.calls.append(("timer", fire_at))
@@ -102,6 +107,10 @@ class FakeContext:
         self.calls.append(("any", winner.kind))
         return FakeTask("any", value=winner)
 
+    def task_all(self, tasks: list[FakeTask]) -> FakeTask:
+        self.calls.append(("all", [t.name for t in tasks]))
+        return FakeTask("all", value=[t.value for t in tasks])
+
     def set_custom_status(self, status: Any) -> None:
         self.calls.append(("status", status))
         self.custom_status = status
@@ -110,23 +119,32 @@ class FakeContext:
         self.calls.append(("continue_as_new", input_))
 
 
-def observation(pool: str = "default", **counts: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "pool": pool,
-        "observed_at": 1_700_000_000.0,
-        "total": 0,
-        "provisioning": 0,
-        "ready": 0,
-        "draining": 0,
-        "gone": 0,
-        "running": 0.0,
-        "waiting": 0.0,
-        "expired": [],
-        "evicting": [],
-    }
-    data.update(counts)
-    data["actual"] = data["provisioning"] + data["ready"]
-    return data
+def observation(
+    pool: str = "default",
+    *,
+    ready: int = 0,
+    provisioning: int = 0,
+    draining: int = 0,
+    evicting: Sequence[str] = (),
+    expired: Sequence[str] = (),
+    gone: int = 0,
+    queue: int = 0,
+    now: float = 1_700_000_000.0,
+) -> dict[str, Any]:
+    """An observe_pool result in its wire shape: workers w1.. ready, then provisioning, draining."""
+    workers = [WorkerSignal(f"w{i + 1}", zone=str(i % 3 + 1)) for i in range(ready)]
+    workers += [
+        WorkerSignal(f"p{i + 1}", state="provisioning", since=now) for i in range(provisioning)
+    ]
+    workers += [
+        WorkerSignal(f"d{i + 1}", state="draining", running=1.0, since=now) for i in range(draining)
+    ]
+    workers += [
+        WorkerSignal(w, state="draining", evicting=True, deadline=now + 30, since=now)
+        for w in evicting
+    ]
+    signals = PoolSignals.build(pool, now, admission_queue_depth=queue, workers=workers)
+    return PoolObservation(signals, gone=gone, expired=tuple(expired)).to_dict()
 
 
 # ReplayHost: the real replay engine, history written by hand

@@ -9,10 +9,11 @@ import pytest
 
 from spotgate.adapters.local.durable_runner import orchestrators_from_blueprint
 from spotgate.clock import ManualClock
+from spotgate.fleet.journal import InMemoryFleetJournal
 from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.orchestrations import blueprint
-from spotgate.orchestrations.services import InMemoryDecisionLog, SimpleFleetServices
+from spotgate.orchestrations.services import SimpleFleetServices
 
 
 def test_function_app_indexes_orchestrator_activities_and_watchdog() -> None:
@@ -24,6 +25,9 @@ def test_function_app_indexes_orchestrator_activities_and_watchdog() -> None:
     assert triggers == {
         "fleet_monitor": "orchestrationTrigger",
         "observe_pool": "activityTrigger",
+        "provision_workers": "activityTrigger",
+        "drain_workers": "activityTrigger",
+        "delete_workers": "activityTrigger",
         "record_decision": "activityTrigger",
         "fleet_watchdog": "timerTrigger",
     }
@@ -40,7 +44,7 @@ def test_local_runner_gets_the_same_orchestrator_handle() -> None:
     assert handles["fleet_monitor"] is registered
 
 
-def test_activity_wrappers_use_the_services_provider(
+async def test_activity_wrappers_use_the_services_provider(
     services_provider: Callable[[SimpleFleetServices], None],
 ) -> None:
     clock = ManualClock()
@@ -51,21 +55,21 @@ def test_activity_wrappers_use_the_services_provider(
 
     observe = blueprint.observe_pool.build().get_user_function()
     record = blueprint.record_decision.build().get_user_function()
-    seen = observe({"pool": "default"})
-    record({"pool": "default", "decision": {"tick": 1, "reason": "no change"}})
+    seen = await observe({"pool": "default"})
+    await record({"pool": "default", "decision": {"tick": 1, "reason": "no change"}})
 
-    assert seen["ready"] == 1 and seen["actual"] == 1 and seen["observed_at"] == clock.now()
-    assert services.decisions.recent(5) == [{"tick": 1, "reason": "no change", "pool": "default"}]
+    assert seen["signals"]["ready"]["spot"] == 1 and seen["signals"]["now"] == clock.now()
+    assert services.journal.recent(5) == [{"tick": 1, "reason": "no change", "pool": "default"}]
 
 
-def test_activity_wrappers_without_services_say_what_is_missing() -> None:
+async def test_activity_wrappers_without_services_say_what_is_missing() -> None:
     blueprint.set_services_provider(None)
     with pytest.raises(RuntimeError, match="set_services_provider"):
-        blueprint.observe_pool.build().get_user_function()({"pool": "default"})
+        await blueprint.observe_pool.build().get_user_function()({"pool": "default"})
 
 
 def test_decision_log_is_bounded_and_reads_like_a_list() -> None:
-    log = InMemoryDecisionLog(maxlen=3)
+    log = InMemoryFleetJournal(maxlen=3)
     for tick in range(5):
         log.append({"tick": tick})
     assert len(log) == 3

@@ -11,6 +11,7 @@ from azure.durable_functions.models.actions.ActionType import ActionType
 from azure.durable_functions.orchestrator import Orchestrator
 
 from spotgate.adapters.local.durable_protocol import context_json, flatten_actions
+from spotgate.fleet.fleet_policy import FleetPolicyConfig
 from spotgate.orchestrations import blueprint
 from spotgate.orchestrations.fleet_monitor import initial_state
 
@@ -27,7 +28,7 @@ def run_ticks(handle: Handle, ticks: int) -> ReplayHost:
     host = ReplayHost(handle, initial_state("default", tick_seconds=5.0, ticks_per_run=ticks))
     for _ in range(ticks):
         host.step()
-        host.complete("observe_pool", observation(ready=1, total=1))
+        host.complete("observe_pool", observation(ready=1))
         host.step()
         host.complete("record_decision", None)
         host.step()
@@ -41,13 +42,13 @@ def test_first_replay_asks_for_observe_pool_only(monitor_handle: Handle) -> None
     assert state["isDone"] is False
     (action,) = flatten_actions(state["actions"])
     assert action["functionName"] == "observe_pool"
-    assert json.loads(action["input"]) == {"pool": "default"}
+    assert json.loads(action["input"]) == {"pool": "default", "lookback_s": 900.0}
 
 
 def test_a_tick_ends_waiting_on_timer_or_wake_with_status_set(monitor_handle: Handle) -> None:
     host = ReplayHost(monitor_handle, initial_state("default", tick_seconds=5.0))
     host.step()
-    host.complete("observe_pool", observation(ready=2, total=2))
+    host.complete("observe_pool", observation(ready=2))
     host.step()
     host.complete("record_decision", None)
     state = host.step()
@@ -106,3 +107,29 @@ def test_a_buffered_wake_cannot_make_later_waits_fire_by_themselves(
         "observe_pool",
         "record_decision",
     ]
+
+
+def test_a_scale_out_fans_out_and_replays_deterministically(monitor_handle: Handle) -> None:
+    """Provisions run in parallel (task_all); replay must reproduce the same fan-out."""
+    policy = FleetPolicyConfig().fixed_size(3)
+    host = ReplayHost(monitor_handle, initial_state("default", ticks_per_run=1, policy=policy))
+    host.step()
+    host.complete("observe_pool", observation())
+    state = host.step()
+    fan_out = state["actions"][-1][-1]
+    assert fan_out["actionType"] == ActionType.WHEN_ALL
+    provisions = [json.loads(a["input"]) for a in fan_out["compoundActions"]]
+    assert sum(p["count"] for p in provisions) == 3
+    assert len({p["zone"] for p in provisions}) == 3  # spread over the zones
+    for _ in provisions:
+        host.complete("provision_workers", {"provisioned": ["x"], "failure": None})
+    host.step()
+    host.complete("record_decision", None)
+    host.step()
+    host.fire_timer()
+    final = host.step()
+
+    assert final["isDone"] is True
+    assert host.replay() == final
+    carried = json.loads(flatten_actions(final["actions"])[-1]["input"])
+    assert carried["history"][-1]["provision"] == provisions

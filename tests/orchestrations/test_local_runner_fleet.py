@@ -37,11 +37,11 @@ async def test_monitor_runs_and_publishes_counts(fleet: Fleet) -> None:
     custom = status["customStatus"]
     assert (custom["ready"], custom["provisioning"], custom["draining"]) == (2, 1, 0)
     assert custom["actual"] == custom["desired"] == 3
-    assert custom["last_decision"]["reason"] == "ready 0->2; provisioning 0->1"
+    assert custom["why"].endswith("ready 0->2; provisioning 0->1")
     assert status["input"]["pool"] == "default"
     for key in ("createdTime", "lastUpdatedTime"):
         assert datetime.strptime(status[key], "%Y-%m-%dT%H:%M:%SZ")
-    assert fleet.services.decisions.recent(1)[0]["tick"] == custom["tick"]
+    assert fleet.services.journal.recent(1)[0]["tick"] == custom["tick"]
 
 
 async def test_silent_worker_is_expired_and_named_in_the_decision(fleet: Fleet) -> None:
@@ -52,12 +52,10 @@ async def test_silent_worker_is_expired_and_named_in_the_decision(fleet: Fleet) 
 
     fleet.clock.advance(10.0)  # past the 6 s heartbeat timeout
     fleet.registry.heartbeat("w2")
-    status = await fleet.wait_for(
-        ID, lambda s: s["customStatus"]["last_decision"]["expired"] == ["w1"]
-    )
+    status = await fleet.wait_for(ID, lambda s: s["customStatus"]["decision"]["expired"] == ["w1"])
     assert status["customStatus"]["ready"] == 1
-    assert "expired w1" in status["customStatus"]["last_decision"]["reason"]
-    assert any(d["expired"] == ["w1"] for d in fleet.services.decisions.recent(10))
+    assert "expired w1" in status["customStatus"]["why"]
+    assert any(d["expired"] == ["w1"] for d in fleet.services.journal.recent(10))
 
 
 async def test_wake_makes_a_tick_happen_long_before_the_timer(fleet: Fleet) -> None:
@@ -68,7 +66,7 @@ async def test_wake_makes_a_tick_happen_long_before_the_timer(fleet: Fleet) -> N
     fleet.registry.drain("w1", "spot eviction notice", event_id="ev-1")
     await fleet.runner.raise_event(ID, "wake")
     status = await fleet.wait_for(ID, lambda s: tick_of(s) == 2, within=2.0)
-    decision = status["customStatus"]["last_decision"]
+    decision = status["customStatus"]["decision"]
     assert decision["new_evictions"] == ["w1"]
     assert status["customStatus"]["draining"] == 1
 
@@ -96,9 +94,9 @@ async def test_terminate_stops_the_monitor(fleet: Fleet) -> None:
     assert status is not None
     assert status["runtimeStatus"] == "Terminated"
     assert status["output"] == "operator said so"
-    recorded = len(fleet.services.decisions.recent(10_000))
+    recorded = len(fleet.services.journal.recent(10_000))
     await asyncio.sleep(0.1)  # five tick lengths
-    assert len(fleet.services.decisions.recent(10_000)) == recorded
+    assert len(fleet.services.journal.recent(10_000)) == recorded
     await fleet.runner.raise_event(ID, "wake")  # dropped, not an error
     assert fleet.runner.list_instances()[0]["runtimeStatus"] == "Terminated"
 

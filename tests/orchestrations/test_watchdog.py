@@ -11,6 +11,7 @@ from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrc
 from azure.functions.timer import TimerRequest
 
 from spotgate.orchestrations import blueprint
+from spotgate.orchestrations.fleet_monitor import initial_state
 from spotgate.orchestrations.watchdog import ensure_monitors, pools_from_env
 
 NOT_FOUND = DurableOrchestrationStatus.from_json("")  # what get_status returns on a 404
@@ -43,7 +44,7 @@ async def test_starts_the_monitor_when_none_is_alive(found: Any) -> None:
     mock.start_new.assert_awaited_once_with(
         "fleet_monitor",
         "fleet-monitor-default",
-        {"pool": "default", "tick": 0, "tick_seconds": 2.0, "ticks_per_run": 4, "history": []},
+        initial_state("default", tick_seconds=2.0, ticks_per_run=4),
     )
 
 
@@ -82,3 +83,19 @@ async def test_timer_function_checks_every_configured_pool(
     ]
     (call,) = mock.start_new.await_args_list
     assert call.args[1] == "fleet-monitor-b" and call.args[2]["tick_seconds"] == 3.0
+
+
+async def test_the_started_monitor_gets_the_pools_policy_from_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SPOTGATE_POOLS", "gpu")
+    monkeypatch.setenv("SPOTGATE_MAX_WORKERS", "12")
+    monkeypatch.setenv("SPOTGATE_POOL_POLICIES", '{"gpu": {"mix": {"base_on_demand": 1}}}')
+    mock = client(NOT_FOUND)
+    watchdog = blueprint.fleet_watchdog.build().get_user_function().client_function
+
+    await watchdog(TimerRequest(past_due=False), mock)
+
+    policy = mock.start_new.await_args.args[2]["policy"]
+    assert policy["autoscaling"]["max_workers"] == 12
+    assert policy["mix"]["base_on_demand"] == 1 and policy["mix"]["zones"] == ["1", "2", "3"]

@@ -13,7 +13,8 @@ from spotgate.api.errors import json_response
 from spotgate.errors import InvalidRequest, NotFound
 from spotgate.fleet.worker import Worker
 from spotgate.gateway.request_body import parse_body
-from spotgate.runtime import Runtime
+from spotgate.orchestrations.fleet_monitor import WAKE_EVENT, monitor_instance_id
+from spotgate.runtime import OrchestrationControl, Runtime
 
 
 def _runtime(request: Request) -> Runtime:
@@ -39,6 +40,13 @@ def _text(body: dict[str, Any], name: str, *, required: bool = True) -> str | No
     if not isinstance(value, str) or not value:
         raise InvalidRequest(f"'{name}' must be a non-empty string.", param=name)
     return value
+
+
+async def wake_monitor(control: OrchestrationControl, pool: str) -> None:
+    """Replacement capacity is requested in the monitor's next tick: make that tick now."""
+    instance_id = monitor_instance_id(pool)
+    if control.status(instance_id) is not None:
+        await control.raise_event(instance_id, WAKE_EVENT)
 
 
 def worker_view(runtime: Runtime, worker: Worker) -> dict[str, Any]:
@@ -87,6 +95,12 @@ async def evicting(request: Request) -> Response:
         not_before=float(not_before) if not_before is not None else None,
         event_type=event_type,
     )
+    if worker.eviction is not None and not worker.eviction.returns:
+        runtime.journal.record_eviction(
+            worker.pool, worker.id, worker.zone, worker.eviction.reported_at
+        )
+    if runtime.orchestrations is not None:
+        await wake_monitor(runtime.orchestrations, worker.pool)
     return json_response(worker_view(runtime, worker))
 
 
@@ -98,10 +112,13 @@ async def fleet_status(request: Request) -> Response:
         members = [w for w in workers if w["pool"] == pool]
         status = None
         if runtime.orchestrations is not None:
-            status = runtime.orchestrations.status(f"fleet-monitor-{pool}")
+            status = runtime.orchestrations.status(monitor_instance_id(pool))
+        monitor = (status or {}).get("customStatus") or {}
         pools.append(
             {
                 "name": pool,
+                "desired": monitor.get("desired"),
+                "actual": monitor.get("actual"),
                 "workers": len(members),
                 "ready": sum(1 for w in members if w["state"] == "ready"),
                 "draining": sum(1 for w in members if w["state"] == "draining"),
@@ -115,7 +132,7 @@ async def fleet_status(request: Request) -> Response:
     body = {
         "pools": pools,
         "workers": workers,
-        "decisions": runtime.decisions.recent(20),
+        "decisions": runtime.journal.recent(20),
         "evictions": evictions,
     }
     return json_response(body)
@@ -143,6 +160,19 @@ async def evict(request: Request) -> Response:
     return json_response(event, 202)
 
 
+async def spot_market(request: Request) -> Response:
+    """Make the local spot market refuse (or grant again) spot capacity, everywhere or in a zone."""
+    runtime = _require_admin(request)
+    if runtime.faults is None:
+        raise InvalidRequest("The spot market can only be changed on a local stack.")
+    body = parse_body(await request.body() or b"{}")
+    available = body.get("available")
+    if not isinstance(available, bool):
+        raise InvalidRequest("'available' must be true or false.", param="available")
+    zone = _text(body, "zone", required=False)
+    return json_response(runtime.faults.spot(available, zone))
+
+
 routes = [
     Route("/fleet", fleet_status, methods=["GET"]),
     Route("/fleet/workers", register, methods=["POST"]),
@@ -150,4 +180,5 @@ routes = [
     Route("/fleet/workers/{worker_id}/evicting", evicting, methods=["POST"]),
     Route("/fleet/workers/{worker_id}/kill", kill, methods=["POST"]),
     Route("/fleet/workers/{worker_id}/evict", evict, methods=["POST"]),
+    Route("/fleet/spot", spot_market, methods=["POST"]),
 ]

@@ -10,6 +10,7 @@ from spotgate.api.auth import require_key
 from spotgate.api.errors import json_response
 from spotgate.errors import InvalidRequest, NotFound
 from spotgate.gateway.request_body import parse_body
+from spotgate.orchestrations.fleet_monitor import MonitorState, initial_state, monitor_instance_id
 from spotgate.runtime import OrchestrationControl, Runtime
 
 _STARTABLE = {"fleet_monitor"}
@@ -43,9 +44,25 @@ async def start(request: Request) -> Response:
     pool = body.get("pool", "default")
     if pool not in runtime.settings.pools:
         raise InvalidRequest(f"Unknown pool '{pool}'.", param="pool")
-    instance_id = await control.start(
-        name, f"fleet-monitor-{pool}", {"pool": pool, **body.get("input", {})}
+    extra = body.get("input") or {}
+    if not isinstance(extra, dict):
+        raise InvalidRequest("'input' must be an object.", param="input")
+    settings = runtime.settings
+    start_input = (
+        initial_state(
+            pool,
+            tick_seconds=settings.monitor_tick_s,
+            ticks_per_run=settings.monitor_ticks_per_run,
+            policy=settings.fleet_policy(pool),
+        )
+        | extra
+        | {"pool": pool}
     )
+    try:
+        MonitorState.from_input(start_input)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest(f"Invalid fleet_monitor input: {exc}", param="input") from None
+    instance_id = await control.start(name, monitor_instance_id(pool), start_input)
     return json_response(_check_status_payload(request, instance_id), 202)
 
 

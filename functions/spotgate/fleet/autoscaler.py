@@ -120,6 +120,15 @@ class Autoscaler:
     def decide(self, signals: PoolSignals, state: AutoscalerState | None = None) -> ScaleTarget:
         raise NotImplementedError
 
+    def load(self, signals: PoolSignals) -> float:
+        """Work the pool must serve: running, queued at the gateway, queued in engines, batch."""
+        return (
+            signals.gateway_in_flight
+            + signals.admission_queue_depth
+            + signals.waiting
+            + signals.batch_queue_depth
+        )
+
     @staticmethod
     def dump_state(state: AutoscalerState) -> dict[str, Any]:
         return state.to_dict()
@@ -133,14 +142,12 @@ class QueueDepth(Autoscaler, name="queue-depth"):
     """Enough workers that each carries about `target_concurrency_per_worker` requests.
 
     Load is the gateway's in-flight requests plus its admission queue plus the
-    engines' own waiting queues: all work that a worker will have to serve.
+    engines' own waiting queues plus queued batch jobs: all work that a worker
+    will have to serve.
     Scale-up is immediate because a queued request is a user waiting; scale-down
     waits for the stabilisation window because a GPU worker takes minutes to come
     back, and load that dips between bursts must not cost a cold start.
     """
-
-    def load(self, signals: PoolSignals) -> float:
-        return signals.gateway_in_flight + signals.admission_queue_depth + signals.waiting
 
     def decide(self, signals: PoolSignals, state: AutoscalerState | None = None) -> ScaleTarget:
         cfg = self.config

@@ -208,9 +208,14 @@ class SpotFirst(CapacityMix, name="spot-first"):
         while sum(counts.values()) < spot and zones:
             zone = min(open_zones, key=lambda z: (counts[z], z))
             counts[zone] += 1
+        def lightest(zone: str) -> float:
+            return min((w.in_flight for w in spot_live if w.zone == zone), default=0.0)
+
         while sum(counts.values()) > spot:
+            # cut cooling zones first, then the fullest, then where a worker is idle
             zone = max(
-                (z for z in zones if counts[z] > 0), key=lambda z: (z in avoid, counts[z], z)
+                (z for z in zones if counts[z] > 0),
+                key=lambda z: (z in avoid, counts[z], -lightest(z), z),
             )
             counts[zone] -= 1
         return {z: counts[z] for z in sorted(zones)}

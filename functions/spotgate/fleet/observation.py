@@ -1,60 +1,187 @@
-"""What the fleet monitor sees of one pool in one tick: a plain, serialisable value.
+"""What the fleet monitor sees of one pool in one tick: the policy's signals plus what changed.
 
 Observations cross the orchestration boundary (activity output, custom
-status), so they are dicts of JSON types with a typed wrapper around them.
+status), so they are values of JSON types. Building one is also where the
+registry is reconciled with the cloud, level-triggered: workers whose agent
+went quiet are expired, workers whose instance the cloud no longer lists are
+declared gone, and instances the registry never heard of are adopted as
+provisioning (a control plane that restarted mid-scale-out loses nothing).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from spotgate.fleet.compute import Instance
 from spotgate.fleet.registry import WorkerRegistry
-from spotgate.fleet.worker import WorkerState
+from spotgate.fleet.signals import CapacityFailure, EvictionSignal, PoolSignals, WorkerSignal
+from spotgate.fleet.worker import Worker, WorkerState
 
 
-@dataclass
+@dataclass(frozen=True)
+class PoolLoad:
+    """Demand the gateway sees for a pool: requests running, requests queued, batch backlog."""
+
+    admission_queue_depth: int = 0
+    gateway_in_flight: int = 0
+    batch_queue_depth: int = 0
+
+
+class PoolLoadSource(Protocol):
+    """Where a pool's demand is read: this gateway's admission queue, or Azure Monitor."""
+
+    async def load(self, pool: str) -> PoolLoad: ...
+
+
+@dataclass(frozen=True)
 class PoolObservation:
-    pool: str
-    observed_at: float
-    total: int = 0
-    provisioning: int = 0
-    ready: int = 0
-    draining: int = 0
+    signals: PoolSignals
     gone: int = 0
-    running: float = 0.0
-    waiting: float = 0.0
-    expired: list[str] = field(default_factory=list)
-    evicting: list[str] = field(default_factory=list)
+    expired: tuple[str, ...] = ()
+    vanished: tuple[str, ...] = ()
+    adopted: tuple[str, ...] = ()
+    failed_instances: tuple[str, ...] = ()
+
+    @property
+    def pool(self) -> str:
+        return self.signals.pool
+
+    @property
+    def observed_at(self) -> float:
+        return self.signals.now
+
+    def count(self, state: str) -> int:
+        return sum(1 for w in self.signals.workers if w.state == state)
 
     @property
     def actual(self) -> int:
         """Capacity that exists or is coming: what a scaler compares with the desired size."""
-        return self.provisioning + self.ready
+        return self.signals.live_total
+
+    @property
+    def evicting(self) -> list[str]:
+        return [w.worker_id for w in self.signals.workers if w.evicting]
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["actual"] = self.actual
-        return data
+        return {
+            "signals": self.signals.to_dict(),
+            "gone": self.gone,
+            "expired": list(self.expired),
+            "vanished": list(self.vanished),
+            "adopted": list(self.adopted),
+            "failed_instances": list(self.failed_instances),
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PoolObservation:
-        fields = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in fields})
+    def from_dict(cls, data: Mapping[str, Any]) -> PoolObservation:
+        return cls(
+            signals=PoolSignals.from_dict(data["signals"]),
+            gone=int(data.get("gone", 0)),
+            expired=tuple(data.get("expired") or ()),
+            vanished=tuple(data.get("vanished") or ()),
+            adopted=tuple(data.get("adopted") or ()),
+            failed_instances=tuple(data.get("failed_instances") or ()),
+        )
+
+
+def worker_signal(worker: Worker, gateway_in_flight: int) -> WorkerSignal:
+    """The engine's own counts lag a heartbeat; the gateway's count does not, so take the larger."""
+    metrics = worker.metrics
+    evicting = worker.eviction is not None and worker.state == WorkerState.DRAINING
+    return WorkerSignal(
+        worker_id=worker.id,
+        priority=worker.priority,
+        zone=worker.zone,
+        state=worker.state.value,
+        running=max(metrics.num_requests_running, float(gateway_in_flight)),
+        waiting=metrics.num_requests_waiting,
+        kv_cache_usage=metrics.kv_cache_usage_perc,
+        since=worker.state_changed_at,
+        evicting=evicting,
+        deadline=worker.eviction.not_before if evicting and worker.eviction else None,
+    )
+
+
+def reconcile_instances(
+    registry: WorkerRegistry,
+    pool: str,
+    instances: Iterable[Instance],
+    *,
+    now: float,
+    grace_s: float,
+) -> tuple[list[str], list[str], list[str]]:
+    """Align the registry with what the cloud lists: (vanished, adopted, failed instance ids).
+
+    A worker only counts as vanished after `grace_s` in its state, since a
+    cloud's list may lag a scale-out it just acknowledged.
+    """
+    listed = {i.worker_id: i for i in instances if i.pool == pool}
+    vanished, adopted, failed = [], [], []
+    for worker in registry.in_pool(pool):
+        if worker.state == WorkerState.GONE or worker.id in listed:
+            continue
+        if now - worker.state_changed_at >= grace_s:
+            registry.mark_gone(worker.id, "instance no longer exists")
+            vanished.append(worker.id)
+    for instance in listed.values():
+        if instance.state == "failed":
+            failed.append(instance.worker_id)
+            continue
+        known = registry.get(instance.worker_id)
+        if known is None and instance.state != "deleting":
+            registry.expect(
+                instance.worker_id,
+                pool=pool,
+                model="",
+                engine="",
+                priority=instance.priority,
+                zone=instance.zone,
+            )
+            adopted.append(instance.worker_id)
+    return vanished, adopted, failed
 
 
 def observe_pool(
-    registry: WorkerRegistry, pool: str, *, heartbeat_timeout_s: float, now: float
+    registry: WorkerRegistry,
+    pool: str,
+    *,
+    heartbeat_timeout_s: float,
+    now: float,
+    load: PoolLoad | None = None,
+    in_flight: Callable[[str], int] = lambda _worker_id: 0,
+    evictions: Iterable[EvictionSignal] = (),
+    capacity_failures: Iterable[CapacityFailure] = (),
+    instances: Iterable[Instance] | None = None,
+    instance_grace_s: float = 30.0,
 ) -> PoolObservation:
-    """Expire silent workers, then count what is left: level-triggered, so nothing is missed."""
-    expired = [w.id for w in registry.expire_stale(heartbeat_timeout_s) if w.pool == pool]
-    observation = PoolObservation(pool=pool, observed_at=now, expired=expired)
-    for worker in registry.in_pool(pool):
-        observation.total += 1
-        setattr(observation, worker.state.value, getattr(observation, worker.state.value) + 1)
-        if worker.state in (WorkerState.READY, WorkerState.DRAINING):
-            observation.running += worker.metrics.num_requests_running
-            observation.waiting += worker.metrics.num_requests_waiting
-        if worker.eviction is not None and worker.state == WorkerState.DRAINING:
-            observation.evicting.append(worker.id)
-    return observation
+    """Expire silent workers, reconcile with the cloud, then describe what is left."""
+    expired = tuple(w.id for w in registry.expire_stale(heartbeat_timeout_s, pool))
+    vanished: list[str] = []
+    adopted: list[str] = []
+    failed: list[str] = []
+    if instances is not None:
+        vanished, adopted, failed = reconcile_instances(
+            registry, pool, instances, now=now, grace_s=instance_grace_s
+        )
+    load = load or PoolLoad()
+    members = registry.in_pool(pool)
+    signals = PoolSignals.build(
+        pool,
+        now,
+        admission_queue_depth=load.admission_queue_depth,
+        gateway_in_flight=load.gateway_in_flight,
+        batch_queue_depth=load.batch_queue_depth,
+        workers=[worker_signal(w, in_flight(w.id)) for w in members if w.state != WorkerState.GONE],
+        evictions=evictions,
+        capacity_failures=capacity_failures,
+    )
+    return PoolObservation(
+        signals=signals,
+        gone=sum(1 for w in members if w.state == WorkerState.GONE),
+        expired=expired,
+        vanished=tuple(vanished),
+        adopted=tuple(adopted),
+        failed_instances=tuple(failed),
+    )

@@ -139,11 +139,16 @@ class WorkerRegistry:
         self._move(worker, WorkerState.GONE, reason)
         return worker
 
-    def expire_stale(self, heartbeat_timeout_s: float) -> list[Worker]:
-        """Declare gone every live worker whose agent has gone quiet; forget long-gone ones."""
+    def expire_stale(self, heartbeat_timeout_s: float, pool: str | None = None) -> list[Worker]:
+        """Declare gone every live worker whose agent has gone quiet; forget long-gone ones.
+
+        `pool` limits it to one pool, so each pool's monitor reports its own expiries.
+        """
         now = self._clock.now()
         expired = []
         for worker in list(self._workers.values()):
+            if pool is not None and worker.pool != pool:
+                continue
             if worker.state == WorkerState.GONE:
                 if now - worker.state_changed_at > self._gone_retention_s:
                     del self._workers[worker.id]

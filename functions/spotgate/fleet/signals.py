@@ -22,7 +22,12 @@ LIVE_STATES = ("provisioning", "ready")
 
 @dataclass(frozen=True)
 class WorkerSignal:
-    """One worker as the scaler sees it: where it runs, what it costs, how busy it is."""
+    """One worker as the scaler sees it: where it runs, what it costs, how busy it is.
+
+    `since` is when it entered its state, which is what drain and provisioning
+    deadlines count from; `evicting` and `deadline` carry a spot eviction notice
+    and its NotBefore, because an evicted worker is the platform's to remove.
+    """
 
     worker_id: str
     priority: str = SPOT
@@ -31,6 +36,9 @@ class WorkerSignal:
     running: float = 0.0
     waiting: float = 0.0
     kv_cache_usage: float = 0.0
+    since: float = 0.0
+    evicting: bool = False
+    deadline: float | None = None
 
     @property
     def in_flight(self) -> float:
@@ -49,6 +57,9 @@ class WorkerSignal:
             "running": self.running,
             "waiting": self.waiting,
             "kv_cache_usage": self.kv_cache_usage,
+            "since": self.since,
+            "evicting": self.evicting,
+            "deadline": self.deadline,
         }
 
     @classmethod
@@ -62,6 +73,9 @@ class WorkerSignal:
             running=float(data.get("running", 0.0) or 0.0),
             waiting=float(data.get("waiting", 0.0) or 0.0),
             kv_cache_usage=float(data.get("kv_cache_usage", 0.0) or 0.0),
+            since=float(data.get("since", 0.0) or 0.0),
+            evicting=bool(data.get("evicting", False)),
+            deadline=None if data.get("deadline") is None else float(data["deadline"]),
         )
 
 
@@ -116,6 +130,7 @@ class PoolSignals:
     now: float
     admission_queue_depth: int = 0
     gateway_in_flight: int = 0
+    batch_queue_depth: int = 0
     workers: tuple[WorkerSignal, ...] = ()
     ready: dict[str, int] = field(default_factory=dict)
     provisioning: dict[str, int] = field(default_factory=dict)
@@ -130,6 +145,7 @@ class PoolSignals:
         *,
         admission_queue_depth: int = 0,
         gateway_in_flight: int = 0,
+        batch_queue_depth: int = 0,
         workers: Iterable[WorkerSignal] = (),
         evictions: Iterable[EvictionSignal] = (),
         capacity_failures: Iterable[CapacityFailure] = (),
@@ -148,6 +164,7 @@ class PoolSignals:
             now=now,
             admission_queue_depth=admission_queue_depth,
             gateway_in_flight=gateway_in_flight,
+            batch_queue_depth=batch_queue_depth,
             workers=ordered,
             ready=ready,
             provisioning=provisioning,
@@ -176,6 +193,7 @@ class PoolSignals:
             "now": self.now,
             "admission_queue_depth": self.admission_queue_depth,
             "gateway_in_flight": self.gateway_in_flight,
+            "batch_queue_depth": self.batch_queue_depth,
             "workers": [w.to_dict() for w in self.workers],
             "ready": dict(self.ready),
             "provisioning": dict(self.provisioning),
@@ -190,6 +208,7 @@ class PoolSignals:
             now=float(data["now"]),
             admission_queue_depth=int(data.get("admission_queue_depth", 0) or 0),
             gateway_in_flight=int(data.get("gateway_in_flight", 0) or 0),
+            batch_queue_depth=int(data.get("batch_queue_depth", 0) or 0),
             workers=tuple(WorkerSignal.from_dict(w) for w in data.get("workers") or ()),
             ready=_counts(data.get("ready")),
             provisioning=_counts(data.get("provisioning")),

@@ -117,6 +117,15 @@ class Admission:
         self._full_retry = queue_full_retry_after_s
         self._timeout_retry = timeout_retry_after_s
         self._pools: dict[str, _Pool] = {}
+        self._cold_listeners: list[Callable[[str], None]] = []
+
+    def on_cold_wait(self, listener: Callable[[str], None]) -> None:
+        """`listener(pool)` when a request starts waiting on a pool with no capacity at all.
+
+        A scaled-to-zero pool gets no slot until a worker is started, so this is
+        the moment to wake the fleet monitor rather than wait for its next tick.
+        """
+        self._cold_listeners.append(listener)
 
     async def acquire(self, pool: str, deadline_s: float) -> Admitted:
         """A slot in `pool`, waiting up to `deadline_s` behind earlier requests.
@@ -140,6 +149,9 @@ class Admission:
         started = loop.time()
         waiter = _Waiter(loop.create_future())
         state.waiters.append(waiter)
+        if len(state.waiters) == 1 and self._capacity(pool) == 0:
+            for listener in self._cold_listeners:
+                listener(pool)
         try:
             async with asyncio.timeout(deadline_s):
                 await waiter.future

@@ -1,4 +1,4 @@
-"""The fleet monitor's activities: the only place its ticks touch the registry.
+"""The fleet monitor's activities: the only place its ticks touch the registry or the cloud.
 
 They are plain functions of (services, payload) so the same code runs under
 the Azure Functions host, the local runner and unit tests; each host decides
@@ -8,40 +8,122 @@ they cross the orchestration boundary and are stored in history.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+from spotgate.fleet.compute import CapacityError, ProvisionRequest
 from spotgate.fleet.observation import observe_pool as _observe
 from spotgate.orchestrations.services import FleetServices
 
+log = logging.getLogger("spotgate.fleet")
+
 OBSERVE_POOL = "observe_pool"
+PROVISION_WORKERS = "provision_workers"
+DRAIN_WORKERS = "drain_workers"
+DELETE_WORKERS = "delete_workers"
 RECORD_DECISION = "record_decision"
 
-Activity = Callable[[Any], Any]
+Activity = Callable[[Any], Awaitable[Any]]
 
 
-def observe_pool(services: FleetServices, payload: dict[str, Any]) -> dict[str, Any]:
-    """Expire silent workers and count the pool; the store is the truth the monitor acts on."""
+async def observe_pool(services: FleetServices, payload: dict[str, Any]) -> dict[str, Any]:
+    """Reconcile the registry with the cloud and read the load: what one tick acts on."""
+    pool = str(payload["pool"])
+    now = services.clock.now()
+    since = now - float(payload.get("lookback_s", 900.0))
+    instances = await services.compute.instances(pool) if services.compute else None
+    load = await services.load_source.load(pool) if services.load_source else None
+    services.journal.prune(now - 2 * float(payload.get("lookback_s", 900.0)))
     observation = _observe(
         services.registry,
-        str(payload["pool"]),
+        pool,
         heartbeat_timeout_s=services.heartbeat_timeout_s,
-        now=services.clock.now(),
+        now=now,
+        load=load,
+        in_flight=services.in_flight,
+        evictions=services.journal.evictions(pool, since),
+        capacity_failures=services.journal.capacity_failures(pool, since),
+        instances=instances,
     )
     return observation.to_dict()
 
 
-def record_decision(services: FleetServices, payload: dict[str, Any]) -> None:
+async def provision_workers(services: FleetServices, payload: dict[str, Any]) -> dict[str, Any]:
+    """Ask the cloud for workers; a refusal is recorded for the capacity mix, not raised."""
+    request = ProvisionRequest.from_dict(payload)
+    if services.compute is None:
+        return {"provisioned": [], "failure": None}
+    failure = None
+    try:
+        provisioned = await services.compute.provision(request)
+    except CapacityError as exc:
+        provisioned = exc.provisioned
+        failure = {"reason": exc.reason, "code": exc.code, "message": str(exc)}
+        services.journal.record_capacity_failure(
+            request.pool, request.priority, request.zone, exc.reason, services.clock.now()
+        )
+        log.warning(
+            "%s %s capacity refused in zone %s: %s",
+            request.pool,
+            request.priority,
+            request.zone,
+            exc.reason,
+        )
+    for worker_id in provisioned:
+        if services.registry.get(worker_id) is None:
+            services.registry.expect(
+                worker_id,
+                pool=request.pool,
+                model="",
+                engine="",
+                priority=request.priority,
+                zone=request.zone,
+            )
+    return {"provisioned": list(provisioned), "failure": failure}
+
+
+async def drain_workers(services: FleetServices, payload: dict[str, Any]) -> list[str]:
+    """Stop routing to these workers; they are deleted on a later tick, once empty."""
+    drained = []
+    for worker_id in payload.get("workers") or []:
+        worker = services.registry.get(worker_id)
+        if worker is not None and worker.state.value == "ready":
+            services.registry.drain(worker_id, str(payload.get("reason") or "scale down"))
+            drained.append(worker_id)
+    return drained
+
+
+async def delete_workers(services: FleetServices, payload: dict[str, Any]) -> list[str]:
+    """Delete exactly the named instances, then forget them: never a blind capacity decrease."""
+    pool = str(payload["pool"])
+    wanted = {
+        str(d["worker_id"]): str(d.get("why", "deleted")) for d in payload.get("workers") or []
+    }
+    if not wanted:
+        return []
+    deleted = list(wanted)
+    if services.compute is not None:
+        deleted = await services.compute.delete(pool, list(wanted))
+    for worker_id in deleted:
+        services.registry.mark_gone(worker_id, f"deleted: {wanted.get(worker_id, 'deleted')}")
+    return deleted
+
+
+async def record_decision(services: FleetServices, payload: dict[str, Any]) -> None:
     """Make the decision visible outside the orchestration (status pages, audits)."""
     decision = dict(payload["decision"])
     decision.setdefault("pool", payload.get("pool"))
-    services.decisions.append(decision)
+    services.journal.append(decision)
 
 
 def activity_table(services: FleetServices) -> dict[str, Activity]:
     """The activities by their registered names, bound to services, for the local runner."""
     return {
         OBSERVE_POOL: partial(observe_pool, services),
+        PROVISION_WORKERS: partial(provision_workers, services),
+        DRAIN_WORKERS: partial(drain_workers, services),
+        DELETE_WORKERS: partial(delete_workers, services),
         RECORD_DECISION: partial(record_decision, services),
     }

@@ -19,6 +19,7 @@ import azure.functions as func
 from spotgate.orchestrations import activities, watchdog
 from spotgate.orchestrations.fleet_monitor import fleet_monitor as _fleet_monitor
 from spotgate.orchestrations.services import FleetServices
+from spotgate.settings import Settings
 
 ServicesProvider = Callable[[], FleetServices]
 
@@ -43,18 +44,36 @@ fleet_monitor = bp.orchestration_trigger(context_name="context")(_fleet_monitor)
 
 
 @bp.activity_trigger(input_name="payload")
-def observe_pool(payload: dict[str, Any]) -> dict[str, Any]:
-    return activities.observe_pool(_services(), payload)
+async def observe_pool(payload: dict[str, Any]) -> dict[str, Any]:
+    return await activities.observe_pool(_services(), payload)
 
 
 @bp.activity_trigger(input_name="payload")
-def record_decision(payload: dict[str, Any]) -> None:
-    activities.record_decision(_services(), payload)
+async def provision_workers(payload: dict[str, Any]) -> dict[str, Any]:
+    return await activities.provision_workers(_services(), payload)
+
+
+@bp.activity_trigger(input_name="payload")
+async def drain_workers(payload: dict[str, Any]) -> list[str]:
+    return await activities.drain_workers(_services(), payload)
+
+
+@bp.activity_trigger(input_name="payload")
+async def delete_workers(payload: dict[str, Any]) -> list[str]:
+    return await activities.delete_workers(_services(), payload)
+
+
+@bp.activity_trigger(input_name="payload")
+async def record_decision(payload: dict[str, Any]) -> None:
+    await activities.record_decision(_services(), payload)
 
 
 @bp.timer_trigger(arg_name="timer", schedule=watchdog.WATCHDOG_SCHEDULE, run_on_startup=True)
 @bp.durable_client_input(client_name="client")
 async def fleet_watchdog(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     await watchdog.ensure_monitors(
-        client, watchdog.pools_from_env(), **watchdog.monitor_settings_from_env()
+        client,
+        watchdog.pools_from_env(),
+        **watchdog.monitor_settings_from_env(),
+        policy_for=Settings().fleet_policy,
     )

@@ -25,9 +25,17 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from spotgate.fleet.decision import Decision, decide
+from spotgate.fleet.decision import Decision
+from spotgate.fleet.fleet_policy import FleetPolicyConfig
 from spotgate.fleet.observation import PoolObservation
-from spotgate.orchestrations.activities import OBSERVE_POOL, RECORD_DECISION
+from spotgate.fleet.reconciler import PolicyState, plan_tick
+from spotgate.orchestrations.activities import (
+    DELETE_WORKERS,
+    DRAIN_WORKERS,
+    OBSERVE_POOL,
+    PROVISION_WORKERS,
+    RECORD_DECISION,
+)
 
 ORCHESTRATOR_NAME = "fleet_monitor"
 WAKE_EVENT = "wake"
@@ -43,12 +51,14 @@ def monitor_instance_id(pool: str) -> str:
 
 @dataclass
 class MonitorState:
-    """What survives continue_as_new: the tick counter and a short memory of decisions."""
+    """What survives continue_as_new: tick counter, policy and its memory, recent decisions."""
 
     pool: str
     tick: int = 0
     tick_seconds: float = DEFAULT_TICK_SECONDS
     ticks_per_run: int = DEFAULT_TICKS_PER_RUN
+    policy: FleetPolicyConfig = field(default_factory=FleetPolicyConfig)
+    policy_state: PolicyState = field(default_factory=lambda: PolicyState({}, {}))
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -60,6 +70,8 @@ class MonitorState:
             tick=int(data.get("tick", 0)),
             tick_seconds=float(data.get("tick_seconds", DEFAULT_TICK_SECONDS)),
             ticks_per_run=int(data.get("ticks_per_run", DEFAULT_TICKS_PER_RUN)),
+            policy=FleetPolicyConfig.from_dict(data.get("policy")),
+            policy_state=PolicyState.from_dict(data.get("policy_state")),
             history=list(data.get("history") or [])[-HISTORY_LIMIT:],
         )
         if state.tick_seconds <= 0 or state.ticks_per_run < 1:
@@ -72,14 +84,17 @@ class MonitorState:
             "tick": self.tick,
             "tick_seconds": self.tick_seconds,
             "ticks_per_run": self.ticks_per_run,
+            "policy": self.policy.to_dict(),
+            "policy_state": self.policy_state.to_dict(),
             "history": list(self.history),
         }
 
     def last_decision(self) -> Decision | None:
         return Decision.from_dict(self.history[-1]) if self.history else None
 
-    def record(self, decision: Decision) -> None:
+    def record(self, decision: Decision, policy_state: PolicyState) -> None:
         self.tick = decision.tick
+        self.policy_state = policy_state
         self.history = [*self.history, decision.to_dict()][-HISTORY_LIMIT:]
 
 
@@ -88,8 +103,12 @@ def initial_state(
     *,
     tick_seconds: float = DEFAULT_TICK_SECONDS,
     ticks_per_run: int = DEFAULT_TICKS_PER_RUN,
+    policy: FleetPolicyConfig | None = None,
 ) -> dict[str, Any]:
-    return MonitorState(pool, tick_seconds=tick_seconds, ticks_per_run=ticks_per_run).to_dict()
+    state = MonitorState(pool, tick_seconds=tick_seconds, ticks_per_run=ticks_per_run)
+    if policy is not None:
+        state.policy = policy
+    return state.to_dict()
 
 
 def status_view(state: MonitorState, decision: Decision) -> dict[str, Any]:
@@ -102,7 +121,12 @@ def status_view(state: MonitorState, decision: Decision) -> dict[str, Any]:
         "ready": decision.ready,
         "draining": decision.draining,
         "provisioning": decision.provisioning,
-        "last_decision": decision.to_dict(),
+        "spot_target": decision.spot_target,
+        "on_demand_target": decision.on_demand_target,
+        "load": decision.load,
+        "last_decision": decision.action,
+        "why": decision.reason,
+        "decision": decision.to_dict(),
         "observed_at": decision.observed_at,
     }
 
@@ -139,10 +163,32 @@ def fleet_monitor(
 def _tick(
     context: df.DurableOrchestrationContext, state: MonitorState
 ) -> Generator[Any, Any, None]:
-    observed = yield context.call_activity(OBSERVE_POOL, {"pool": state.pool})
-    decision = decide(PoolObservation.from_dict(observed), state.last_decision(), state.tick + 1)
+    """Observe, decide (pure, here), act: provision first so a replacement never waits."""
+    observed = yield context.call_activity(
+        OBSERVE_POOL, {"pool": state.pool, "lookback_s": state.policy.lookback_s}
+    )
+    decision, policy_state = plan_tick(
+        PoolObservation.from_dict(observed),
+        state.policy,
+        state.policy_state,
+        state.last_decision(),
+        state.tick + 1,
+    )
+    if not decision.dry_run:
+        if decision.provision:
+            yield context.task_all(
+                [context.call_activity(PROVISION_WORKERS, p) for p in decision.provision]
+            )
+        if decision.drain:
+            yield context.call_activity(
+                DRAIN_WORKERS, {"pool": state.pool, "workers": decision.drain}
+            )
+        if decision.delete:
+            yield context.call_activity(
+                DELETE_WORKERS, {"pool": state.pool, "workers": decision.delete}
+            )
     yield context.call_activity(
         RECORD_DECISION, {"pool": state.pool, "decision": decision.to_dict()}
     )
-    state.record(decision)
+    state.record(decision, policy_state)
     context.set_custom_status(status_view(state, decision))

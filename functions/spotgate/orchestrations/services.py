@@ -10,64 +10,47 @@ they are in.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, overload
+from typing import Protocol
 
 from spotgate.clock import Clock
+from spotgate.fleet.compute import ComputeProvider
+from spotgate.fleet.journal import FleetJournal, InMemoryFleetJournal
+from spotgate.fleet.observation import PoolLoadSource
 from spotgate.fleet.registry import WorkerRegistry
-
-
-class DecisionLog(Protocol):
-    def append(self, decision: dict[str, Any]) -> None: ...
-
-    def recent(self, n: int) -> list[dict[str, Any]]: ...
 
 
 class FleetServices(Protocol):
     registry: WorkerRegistry
     clock: Clock
     heartbeat_timeout_s: float
-    decisions: DecisionLog
+    journal: FleetJournal
+    compute: ComputeProvider | None
+    load_source: PoolLoadSource | None
+
+    def in_flight(self, worker_id: str) -> int:
+        """Requests this gateway has open on the worker (0 where it cannot know)."""
+        ...
 
 
-class InMemoryDecisionLog:
-    """Keeps the newest decisions only: the monitor runs forever and operators want the tail."""
-
-    def __init__(self, maxlen: int = 500) -> None:
-        self._items: deque[dict[str, Any]] = deque(maxlen=maxlen)
-
-    def append(self, decision: dict[str, Any]) -> None:
-        self._items.append(decision)
-
-    def recent(self, n: int) -> list[dict[str, Any]]:
-        if n <= 0:
-            return []
-        return list(self._items)[-n:]
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @overload
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
-
-    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
-        """List-style reads, so it can stand in for a plain list (`log[-20:]`)."""
-        return list(self._items)[index]
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(list(self._items))
+def _nothing_in_flight(_worker_id: str) -> int:
+    return 0
 
 
 @dataclass
 class SimpleFleetServices:
-    """A plain bundle that satisfies FleetServices, for the local stack and tests."""
+    """A plain bundle that satisfies FleetServices, for the local stack and tests.
+
+    `compute` None means there is nothing to act on (a control plane that
+    only watches); the monitor then observes and decides but provisions and
+    deletes nothing.
+    """
 
     registry: WorkerRegistry
     clock: Clock
     heartbeat_timeout_s: float = 6.0
-    decisions: DecisionLog = field(default_factory=InMemoryDecisionLog)
+    journal: FleetJournal = field(default_factory=InMemoryFleetJournal)
+    compute: ComputeProvider | None = None
+    load_source: PoolLoadSource | None = None
+    in_flight: Callable[[str], int] = _nothing_in_flight

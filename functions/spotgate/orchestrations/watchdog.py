@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import azure.durable_functions as df
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
+from spotgate.fleet.fleet_policy import FleetPolicyConfig
 from spotgate.orchestrations.fleet_monitor import (
     DEFAULT_TICK_SECONDS,
     DEFAULT_TICKS_PER_RUN,
@@ -62,6 +63,7 @@ async def ensure_monitors(
     *,
     tick_seconds: float = DEFAULT_TICK_SECONDS,
     ticks_per_run: int = DEFAULT_TICKS_PER_RUN,
+    policy_for: Callable[[str], FleetPolicyConfig] | None = None,
 ) -> list[str]:
     """Start the monitor of every pool that has none alive; return the instance ids started."""
     started = []
@@ -75,7 +77,12 @@ async def ensure_monitors(
             continue
         if _is_alive(status):
             continue
-        state = initial_state(pool, tick_seconds=tick_seconds, ticks_per_run=ticks_per_run)
+        state = initial_state(
+            pool,
+            tick_seconds=tick_seconds,
+            ticks_per_run=ticks_per_run,
+            policy=policy_for(pool) if policy_for else None,
+        )
         await client.start_new(ORCHESTRATOR_NAME, instance_id, state)
         log.info(
             "watchdog started %s (was %s)", instance_id, getattr(status, "runtime_status", None)

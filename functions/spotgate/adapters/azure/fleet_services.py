@@ -1,0 +1,74 @@
+"""The fleet monitor's services on Azure: scale sets, Azure Monitor and the batch queue.
+
+Each is optional, so a half-configured deployment still runs: without a
+subscription and resource group the monitor observes and decides but
+provisions nothing (and says so in every decision's plan); without Monitor
+settings it counts only this instance's queue. Clients are built on first
+use, inside the Functions worker's event loop, and shared by all activities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from spotgate.adapters.azure.azure_pool_load import AzurePoolLoad
+from spotgate.adapters.azure.monitor_signals import MonitorSignals
+from spotgate.adapters.azure.queue_depth import StorageQueueDepth
+from spotgate.adapters.azure.vmss_compute import VmssCompute
+from spotgate.gateway.pool_load import AdmissionPoolLoad
+from spotgate.orchestrations.services import FleetServices, SimpleFleetServices
+from spotgate.runtime import Runtime
+
+
+def azure_fleet_services(runtime: Runtime) -> Callable[[], FleetServices]:
+    """A provider for the blueprint: builds the services once, on the first activity."""
+    built: list[FleetServices] = []
+
+    def provide() -> FleetServices:
+        if not built:
+            built.append(_build(runtime))
+        return built[0]
+
+    return provide
+
+
+def _build(runtime: Runtime) -> FleetServices:
+    settings = runtime.settings
+    compute = None
+    if settings.azure_subscription_id and settings.azure_resource_group:
+        compute = VmssCompute.from_settings(
+            settings.azure_subscription_id, settings.azure_resource_group
+        )
+    monitor = None
+    if (
+        compute is not None
+        and settings.monitor_metrics_endpoint
+        and settings.monitor_gateway_resource_id
+        and settings.monitor_workspace_id
+    ):
+        from azure.identity.aio import DefaultAzureCredential
+
+        monitor = MonitorSignals(
+            DefaultAzureCredential(),
+            metrics_endpoint=settings.monitor_metrics_endpoint,
+            gateway_resource_id=settings.monitor_gateway_resource_id,
+            workspace_id=settings.monitor_workspace_id,
+            spot_scale_sets=compute.spot_zones,
+            resource_group=settings.azure_resource_group,
+        )
+    batch = None
+    if settings.batch_queue_account_url:
+        from azure.identity.aio import DefaultAzureCredential
+
+        batch = StorageQueueDepth(settings.batch_queue_account_url, DefaultAzureCredential())
+    return SimpleFleetServices(
+        registry=runtime.registry,
+        clock=runtime.clock,
+        heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        journal=runtime.journal,
+        compute=compute,
+        load_source=AzurePoolLoad(
+            AdmissionPoolLoad(runtime.router.admission), monitor=monitor, batch=batch
+        ),
+        in_flight=runtime.load.of,
+    )

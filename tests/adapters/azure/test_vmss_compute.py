@@ -1,0 +1,418 @@
+"""VmssCompute against recorded ARM exchanges: what it asks ARM, what the fleet monitor gets back.
+
+The management SDK runs unmodified over `ArmTransport`, so retries,
+Retry-After and long-running-operation polling are azure-core's own.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+
+from spotgate.adapters.azure.arm_retry import ArmTransientError
+from spotgate.adapters.azure.vmss_compute import ScaleSetNotFound, VmssCompute
+from spotgate.fleet.compute import CapacityError, Instance, ProvisionRequest
+from tests.adapters.azure.arm_transport import (
+    RESOURCE_GROUP,
+    SUBSCRIPTION,
+    ArmTransport,
+    FakeCredential,
+    Reply,
+    recorded,
+)
+
+SPOT_Z2 = "sg-chat-spot-z2"
+SPOT_Z1 = "sg-chat-spot-z1"
+ON_DEMAND_Z2 = "sg-chat-od-z2"
+UPDATE_OP = r"/operations/b4a2f6e1-7c3d-4e8f-a1b2-c3d4e5f6a7b8\?"
+DELETE_OP = r"/operations/e7d1c2b3-a4f5-4e6d-8c7b-9a0f1e2d3c4b\?"
+
+
+def scale_set(name: str) -> str:
+    return rf"/virtualMachineScaleSets/{re.escape(name)}\?"
+
+
+def vms_of(name: str) -> str:
+    return rf"/virtualMachineScaleSets/{re.escape(name)}/virtualMachines\?"
+
+
+def delete_of(name: str) -> str:
+    return rf"/virtualMachineScaleSets/{re.escape(name)}/delete\?"
+
+
+def vm(name: str, instance_id: int, state: str = "Succeeded", zone: str = "2") -> dict[str, Any]:
+    """The recorded VM, renamed: a Uniform scale set's VM is `{scale set}_{instance id}`."""
+    body: dict[str, Any] = copy.deepcopy(recorded("vmss_vms_list")["body"]["value"][0])
+    body["name"] = f"{name}_{instance_id}"
+    body["id"] = re.sub(r"/virtualMachineScaleSets/.*", "", body["id"]) + (
+        f"/virtualMachineScaleSets/{name}/virtualMachines/{instance_id}"
+    )
+    body["instanceId"] = str(instance_id)
+    body["zones"] = [zone]
+    body["properties"]["provisioningState"] = state
+    return body
+
+
+def vms(*entries: dict[str, Any]) -> Reply:
+    reply = Reply.of("vmss_vms_list")
+    reply.body = {"value": list(entries)}
+    return reply
+
+
+def vmss(name: str) -> Reply:
+    """GET of one scale set, as the listing has it."""
+    listed = recorded("vmss_list")["body"]["value"]
+    reply = Reply.of("vmss_get")
+    reply.body = next(s for s in listed if s["name"] == name)
+    return reply
+
+
+def error(name: str, status: int | None = None) -> Reply:
+    reply = Reply.of(name)
+    if status is not None:
+        reply.status = status
+    return reply
+
+
+@pytest.fixture
+def arm() -> ArmTransport:
+    transport = ArmTransport()
+    transport.on("GET", r"/virtualMachineScaleSets\?", Reply.of("vmss_list"), repeat_last=True)
+    return transport
+
+
+@pytest.fixture
+async def compute(arm: ArmTransport) -> AsyncIterator[VmssCompute]:
+    provider = VmssCompute(
+        FakeCredential(),
+        SUBSCRIPTION,
+        RESOURCE_GROUP,
+        transport=arm,
+        retry_total=3,
+        retry_backoff_factor=0.01,
+        retry_backoff_max=0.05,
+        polling_interval=0,
+    )
+    yield provider
+    await provider.close()
+
+
+def scale_out(arm: ArmTransport, *patch_replies: Reply, before: Reply, after: Reply) -> None:
+    """ARM's side of growing sg-chat-spot-z2 from 2: get, list, PATCH, poll, final get, list."""
+    arm.on("GET", scale_set(SPOT_Z2), Reply.of("vmss_get"), repeat_last=True)
+    arm.on("GET", vms_of(SPOT_Z2), before, after)
+    arm.on("PATCH", scale_set(SPOT_Z2), *patch_replies)
+
+
+def delete_ok(arm: ArmTransport, name: str) -> None:
+    arm.on("POST", delete_of(name), Reply.of("delete_instances_accepted"))
+    arm.on("GET", DELETE_OP + r".*monitor=true", Reply.of("delete_operation_monitor"))
+    arm.on("GET", DELETE_OP, Reply.of("delete_operation_succeeded"))
+
+
+SPOT_IN_ZONE_2 = ProvisionRequest(pool="chat", priority="spot", zone="2", count=2)
+BEFORE = vms(vm(SPOT_Z2, 0), vm(SPOT_Z2, 3))
+
+
+# --- provision ---
+
+
+async def test_provision_grows_the_tagged_zone_scale_set_by_count(
+    arm: ArmTransport, compute: VmssCompute
+) -> None:
+    scale_out(
+        arm,
+        Reply.of("vmss_update_accepted"),
+        before=BEFORE,
+        after=vms(vm(SPOT_Z2, 0), vm(SPOT_Z2, 3), vm(SPOT_Z2, 4), vm(SPOT_Z2, 5)),
+    )
+    arm.on(
+        "GET",
+        UPDATE_OP,
+        Reply.of("async_operation_in_progress"),
+        Reply.of("async_operation_succeeded"),
+    )
+
+    started = await compute.provision(SPOT_IN_ZONE_2)
+
+    assert started == ["sg-chat-spot-z2_4", "sg-chat-spot-z2_5"]
+    [patch] = arm.requests("PATCH")
+    assert patch.path.endswith(f"/virtualMachineScaleSets/{SPOT_Z2}")
+    assert patch.body == {
+        "sku": {"name": "Standard_NC4as_T4_v3", "tier": "Standard", "capacity": 4}
+    }
+    assert len(arm.requests("GET", "/operations/")) == 2  # polled until Succeeded
+
+
+async def test_provision_without_zone_grows_the_least_loaded_scale_set_of_the_priority(
+    arm: ArmTransport, compute: VmssCompute
+) -> None:
+    # spot in zone 1 has capacity 1, spot in zone 2 has 2
+    arm.on("GET", scale_set(SPOT_Z1), vmss(SPOT_Z1), repeat_last=True)
+    arm.on("GET", vms_of(SPOT_Z1), vms(vm(SPOT_Z1, 1, zone="1")))
+    arm.on("GET", vms_of(SPOT_Z1), vms(vm(SPOT_Z1, 1, zone="1"), vm(SPOT_Z1, 2, zone="1")))
+    arm.on("PATCH", scale_set(SPOT_Z1), Reply.of("vmss_update_accepted"))
+    arm.on("GET", UPDATE_OP, Reply.of("async_operation_succeeded"))
+
+    started = await compute.provision(ProvisionRequest("chat", "spot", None, 1))
+
+    assert started == ["sg-chat-spot-z1_2"]
+    [patch] = arm.requests("PATCH")
+    assert patch.path.endswith(SPOT_Z1)
+    assert patch.body["sku"]["capacity"] == 2
+
+
+@pytest.mark.parametrize(
+    ("recording", "reason", "code"),
+    [
+        ("error_sku_not_available", "sku_not_available", "SkuNotAvailable"),
+        ("error_quota_exceeded", "quota", "OperationNotAllowed"),
+    ],
+)
+@pytest.mark.parametrize("status", [400, 409])
+async def test_a_refused_scale_out_is_a_capacity_error_and_changes_nothing(
+    arm: ArmTransport, compute: VmssCompute, recording: str, reason: str, code: str, status: int
+) -> None:
+    scale_out(arm, error(recording, status), before=BEFORE, after=BEFORE)
+
+    with pytest.raises(CapacityError) as refused:
+        await compute.provision(SPOT_IN_ZONE_2)
+
+    assert (refused.value.reason, refused.value.code) == (reason, code)
+    assert (refused.value.priority, refused.value.zone) == ("spot", "2")
+    assert refused.value.provisioned == []
+    assert len(arm.requests("PATCH")) == 1  # a refusal is not retried
+    assert arm.requests("POST") == []
+    assert len(arm.requests("GET", "/virtualMachines")) == 1  # no VM to look for afterwards
+
+
+async def test_operation_not_allowed_without_quota_is_not_a_capacity_signal(
+    arm: ArmTransport, compute: VmssCompute
+) -> None:
+    scale_out(arm, Reply.of("error_operation_not_allowed"), before=BEFORE, after=BEFORE)
+
+    with pytest.raises(HttpResponseError) as failed:
+        await compute.provision(SPOT_IN_ZONE_2)
+
+    assert not isinstance(failed.value, CapacityError | ArmTransientError)
+    assert "marked for deletion" in str(failed.value)
+
+
+@pytest.mark.parametrize(
+    ("recording", "reason"),
+    [
+        ("async_operation_failed_zonal_allocation", "allocation_failed"),
+        ("async_operation_failed_overconstrained", "overconstrained"),
+    ],
+)
+async def test_a_failed_scale_out_deletes_the_failed_vms_and_reports_the_started_ones(
+    arm: ArmTransport, compute: VmssCompute, recording: str, reason: str
+) -> None:
+    scale_out(
+        arm,
+        Reply.of("vmss_update_accepted"),
+        before=BEFORE,
+        after=vms(vm(SPOT_Z2, 0), vm(SPOT_Z2, 3), vm(SPOT_Z2, 4), vm(SPOT_Z2, 5, state="Failed")),
+    )
+    arm.on("GET", UPDATE_OP, Reply.of("async_operation_in_progress"), Reply.of(recording))
+    delete_ok(arm, SPOT_Z2)
+
+    with pytest.raises(CapacityError) as refused:
+        await compute.provision(SPOT_IN_ZONE_2)
+
+    assert refused.value.reason == reason
+    assert (refused.value.priority, refused.value.zone) == ("spot", "2")
+    assert refused.value.provisioned == ["sg-chat-spot-z2_4"]
+    [delete] = arm.requests("POST")
+    assert delete.path.endswith(f"{SPOT_Z2}/delete")
+    assert delete.body == {"instanceIds": ["5"]}
+
+
+async def test_a_throttled_scale_out_waits_retry_after_and_succeeds(
+    arm: ArmTransport, compute: VmssCompute
+) -> None:
+    scale_out(
+        arm,
+        Reply.of("error_throttled"),
+        Reply.of("vmss_update_accepted"),
+        before=BEFORE,
+        after=vms(vm(SPOT_Z2, 0), vm(SPOT_Z2, 3), vm(SPOT_Z2, 4), vm(SPOT_Z2, 5)),
+    )
+    arm.on("GET", UPDATE_OP, Reply.of("async_operation_succeeded"))
+
+    started_at = time.monotonic()
+    started = await compute.provision(SPOT_IN_ZONE_2)
+
+    assert started == ["sg-chat-spot-z2_4", "sg-chat-spot-z2_5"]
+    assert len(arm.requests("PATCH")) == 2
+    assert time.monotonic() - started_at >= 0.9  # Retry-After: 1 honoured
+
+
+async def test_an_unavailable_arm_is_retried(arm: ArmTransport, compute: VmssCompute) -> None:
+    scale_out(
+        arm,
+        Reply.of("error_service_unavailable"),
+        Reply.of("vmss_update_accepted"),
+        before=BEFORE,
+        after=vms(vm(SPOT_Z2, 0), vm(SPOT_Z2, 3), vm(SPOT_Z2, 4), vm(SPOT_Z2, 5)),
+    )
+    arm.on("GET", UPDATE_OP, Reply.of("async_operation_succeeded"))
+
+    assert await compute.provision(SPOT_IN_ZONE_2) == ["sg-chat-spot-z2_4", "sg-chat-spot-z2_5"]
+    assert len(arm.requests("PATCH")) == 2
+
+
+async def test_an_arm_that_stays_unavailable_is_reported_once_retries_are_spent(
+    arm: ArmTransport, compute: VmssCompute
+) -> None:
+    unavailable = [Reply.of("error_service_unavailable") for _ in range(10)]
+    scale_out(arm, *unavailable, before=BEFORE, after=BEFORE)
+
+    with pytest.raises(ArmTransientError) as busy:
+        await compute.provision(SPOT_IN_ZONE_2)
+
+    assert busy.value.status == 503
+    assert len(arm.requests("PATCH")) == 4  # the first try and retry_total=3, then it stops
+
+
+async def test_a_subscription_that_stays_throttled_is_reported_not_taken_for_quota(
+    arm: ArmTransport, compute: VmssCompute
+) -> None:
+    # the compute RP's 429 says OperationNotAllowed too, but it is about request rate
+    throttled = [Reply.of("error_throttled", **{"Retry-After": "0"}) for _ in range(10)]
+    scale_out(arm, *throttled, before=BEFORE, after=BEFORE)
+
+    with pytest.raises(ArmTransientError) as busy:
+        await compute.provision(SPOT_IN_ZONE_2)
+
+    assert (busy.value.status, busy.value.code) == (429, "OperationNotAllowed")
+    assert len(arm.requests("PATCH")) == 4
+
+
+async def test_a_scale_set_deleted_since_it_was_listed_is_a_configuration_error(
+    arm: ArmTransport, compute: VmssCompute
+) -> None:
+    arm.on("GET", scale_set(SPOT_Z2), Reply.of("error_not_found"))
+
+    with pytest.raises(ScaleSetNotFound, match=SPOT_Z2):
+        await compute.provision(SPOT_IN_ZONE_2)
+
+    assert arm.requests("PATCH") == []
+
+
+async def test_an_unknown_pool_priority_or_zone_is_a_configuration_error(
+    arm: ArmTransport, compute: VmssCompute
+) -> None:
+    with pytest.raises(ScaleSetNotFound) as missing:
+        await compute.provision(ProvisionRequest("chat", "on-demand", "3", 1))
+
+    message = str(missing.value)
+    assert "spotgate-pool=chat" in message
+    assert "on-demand" in message
+    assert "zone 3" in message
+    assert "sg-chat-od-z2 (on-demand, zone 2)" in message  # what the pool does have
+    assert len(arm.requests("GET", r"/virtualMachineScaleSets$")) == 2  # refreshed on the miss
+    assert arm.requests("PATCH") == []
+
+
+# --- delete ---
+
+
+async def test_delete_calls_delete_instances_once_per_scale_set_with_exactly_those_ids(
+    arm: ArmTransport, compute: VmssCompute
+) -> None:
+    delete_ok(arm, SPOT_Z2)
+    arm.on("POST", delete_of(SPOT_Z1), Reply.of("delete_instances_accepted"))
+    arm.on("GET", DELETE_OP + r".*monitor=true", Reply.of("delete_operation_monitor"))
+    arm.on("GET", DELETE_OP, Reply.of("delete_operation_succeeded"))
+    drained = ["sg-chat-spot-z2_0", "sg-chat-spot-z1_7", "sg-chat-spot-z2_3"]
+
+    deleted = await compute.delete("chat", drained)
+
+    assert deleted == drained
+    sent = {d.path.rsplit("/", 2)[-2]: d.body for d in arm.requests("POST")}
+    assert sent == {SPOT_Z2: {"instanceIds": ["0", "3"]}, SPOT_Z1: {"instanceIds": ["7"]}}
+    assert arm.requests("PATCH") == [] and arm.requests("PUT") == []
+
+
+async def test_delete_counts_a_gone_scale_set_or_instance_as_deleted(
+    arm: ArmTransport, compute: VmssCompute
+) -> None:
+    arm.on("POST", delete_of(SPOT_Z1), Reply.of("error_not_found"))
+    # sg-chat-spot-z2_9 is gone already: ARM refuses the whole call, the live id is retried alone
+    arm.on("POST", delete_of(SPOT_Z2), Reply.of("error_delete_not_active_instance"))
+    arm.on("GET", vms_of(SPOT_Z2), vms(vm(SPOT_Z2, 3)))
+    delete_ok(arm, SPOT_Z2)
+    asked = ["sg-chat-spot-z1_1", "sg-chat-spot-z2_3", "sg-chat-spot-z2_9", "sg-retired_4"]
+
+    deleted = await compute.delete("chat", asked)
+
+    assert deleted == asked
+    bodies = [d.body for d in arm.requests("POST", SPOT_Z2)]
+    assert bodies == [{"instanceIds": ["3", "9"]}, {"instanceIds": ["3"]}]
+    assert arm.requests("POST", "sg-retired") == []  # not in the resource group at all
+    assert arm.requests("PATCH") == []
+
+
+async def test_delete_refuses_workers_of_another_pool_before_deleting_anything(
+    arm: ArmTransport, compute: VmssCompute
+) -> None:
+    with pytest.raises(ValueError, match="sg-embed-spot-z2"):
+        await compute.delete("chat", ["sg-chat-spot-z2_0", "sg-embed-spot-z2_0"])
+    with pytest.raises(ValueError, match="not a scale set VM name"):
+        await compute.delete("chat", ["worker-without-instance"])
+
+    assert arm.requests("POST") == []
+
+
+# --- instances ---
+
+
+async def test_instances_lists_every_vm_of_the_pool_with_its_state(
+    arm: ArmTransport, compute: VmssCompute
+) -> None:
+    arm.on("GET", vms_of(SPOT_Z2), vms(vm(SPOT_Z2, 0), vm(SPOT_Z2, 3, "Creating")))
+    arm.on("GET", vms_of(SPOT_Z1), vms(vm(SPOT_Z1, 1, "Deleting", zone="1")))
+    arm.on(
+        "GET",
+        vms_of(ON_DEMAND_Z2),
+        vms(vm(ON_DEMAND_Z2, 0, "Failed"), vm(ON_DEMAND_Z2, 2, "Updating")),
+    )
+
+    found = await compute.instances("chat")
+
+    assert sorted(found, key=lambda i: i.worker_id) == [
+        Instance("sg-chat-od-z2_0", "chat", "on-demand", "2", "failed"),
+        Instance("sg-chat-od-z2_2", "chat", "on-demand", "2", "creating"),
+        Instance("sg-chat-spot-z1_1", "chat", "spot", "1", "deleting"),
+        Instance("sg-chat-spot-z2_0", "chat", "spot", "2", "running"),
+        Instance("sg-chat-spot-z2_3", "chat", "spot", "2", "creating"),
+    ]
+    listed = {r.path.rsplit("/", 2)[-2] for r in arm.requests("GET", "/virtualMachines$")}
+    assert listed == {SPOT_Z2, SPOT_Z1, ON_DEMAND_Z2}  # not embed's, not the untagged one
+
+
+async def test_the_scale_set_listing_is_reused_while_fresh(
+    arm: ArmTransport, compute: VmssCompute
+) -> None:
+    arm.on("GET", r"/virtualMachines\?", vms(), repeat_last=True)
+
+    await compute.instances("chat")
+    await compute.instances("chat")
+
+    assert len(arm.requests("GET", r"/virtualMachineScaleSets$")) == 1
+
+
+async def test_from_settings_builds_a_provider_that_closes_its_own_credential(
+    arm: ArmTransport,
+) -> None:
+    provider = VmssCompute.from_settings(SUBSCRIPTION, RESOURCE_GROUP, transport=arm)
+    await provider.close()
+
+    assert arm.sent == []  # building and closing reach neither ARM nor Entra ID
