@@ -8,6 +8,8 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.spotgate-installed
 ARGS ?=
 PYTEST_ARGS ?=
+BENCH ?= all
+AUTOSCALE_ARGS ?=
 
 .PHONY: dev test lint bench clean venv
 
@@ -45,9 +47,16 @@ lint: venv
 	$(VENV)/bin/ruff check --fix functions tests bench worker_image
 	$(VENV)/bin/ruff format functions tests bench worker_image
 
+# BENCH=all (default, about 4 min) | gateway | autoscale; ARGS go to gateway_overhead.py,
+# AUTOSCALE_ARGS to autoscale_ramp.py (e.g. --quick).
 bench: venv
+ifneq ($(BENCH),autoscale)
 	@command -v wrk >/dev/null || { apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }; }
 	$(PY) bench/gateway_overhead.py $(ARGS)
+endif
+ifneq ($(BENCH),gateway)
+	$(PY) bench/autoscale_ramp.py $(AUTOSCALE_ARGS)
+endif
 
 clean:
 	rm -rf $(VENV) node_modules .cache .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,7 @@ import pytest
 
 from spotgate.clock import ManualClock
 from spotgate.fleet.observation import observe_pool
-from spotgate.fleet.registry import UnknownWorker, WorkerRegistry
+from spotgate.fleet.registry import UnknownWorker, WorkerRegistry, WorkerRetired
 from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.fleet.worker import WorkerState
 
@@ -121,3 +121,24 @@ def test_a_preempted_worker_never_comes_back_by_re_registering() -> None:
     registry.drain("a", "scheduled event Preempt", event_id="E", event_type="Preempt")
     register(registry, "a")
     assert registry.ready_for_model("m") == ()
+
+
+def test_a_worker_the_monitor_retired_cannot_register_back() -> None:
+    """Its agent may heartbeat once more before the VM dies; that must not revive it."""
+    registry, _, _ = make_registry()
+    register(registry, "a")
+    registry.mark_gone("a", "deleted: drained")
+    with pytest.raises(WorkerRetired) as caught:
+        register(registry, "a")
+    assert caught.value.status_code == 409 and caught.value.code == "worker_retired"
+    gone = registry.get("a")
+    assert gone is not None and gone.state == WorkerState.GONE
+
+
+def test_a_worker_lost_by_accident_registers_back() -> None:
+    registry, _, _ = make_registry()
+    register(registry, "a")
+    registry.mark_gone("a", "heartbeat timeout")
+    register(registry, "a")
+    back = registry.get("a")
+    assert back is not None and back.state == WorkerState.READY

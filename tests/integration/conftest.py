@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,20 +62,31 @@ def wait_until(
 
 @contextlib.contextmanager
 def sim_stack(
-    workdir: Path, *, workers: int = 3, ttft_ms: float = 10, tokens_per_s: float = 400
+    workdir: Path,
+    *,
+    workers: int = 3,
+    ttft_ms: float = 10,
+    tokens_per_s: float = 400,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    tick_s: float = 0.5,
 ) -> Iterator[Stack]:
-    """A running sim stack with `workers` ready workers; stopped (Ctrl-C, then kill) after."""
+    """A running sim stack with `workers` ready workers; stopped (Ctrl-C, then kill) after.
+
+    With `--autoscale` in `extra_args`, `workers` is how many to wait for (the
+    minimum pool), not the pool's size.
+    """
     port = free_port()
     log = workdir / "dev.log"
     env = {
         **os.environ,
         "SPOTGATE_DEV_API_KEY": KEY,
         "SPOTGATE_HEARTBEAT_INTERVAL_S": "1",
-        "SPOTGATE_MONITOR_TICK_S": "0.5",
+        **(env or {}),
     }
     command = [sys.executable, "-m", "spotgate.cli", "dev", "--engine", "sim"]
-    command += ["--workers", str(workers), "--port", str(port)]
-    command += ["--ttft-ms", str(ttft_ms), "--tokens-per-s", str(tokens_per_s)]
+    command += ["--workers", str(workers), "--port", str(port), "--tick", str(tick_s)]
+    command += ["--ttft-ms", str(ttft_ms), "--tokens-per-s", str(tokens_per_s), *extra_args]
     with log.open("wb") as out:
         process = subprocess.Popen(
             command,

@@ -110,7 +110,12 @@ class Instance:
 
 class ComputeProvider(Protocol):
     async def provision(self, request: ProvisionRequest) -> list[str]:
-        """Start `request.count` workers; return their worker ids. Raises CapacityError."""
+        """Start up to `request.count` workers; return the ids of those that did start.
+
+        Raises CapacityError when the cloud refuses (with `provisioned` set if
+        some started). The monitor sends at most one request per scale set per
+        tick, which is what lets a provider find the new instances by listing.
+        """
         ...
 
     async def delete(self, pool: str, worker_ids: Sequence[str]) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from spotgate.clock import Clock
-from spotgate.errors import NotFound
+from spotgate.errors import InvalidRequest, NotFound
 from spotgate.fleet.store import WorkerStore
 from spotgate.fleet.worker import EngineMetrics, Eviction, Worker, WorkerState, can_move
 
@@ -22,6 +22,17 @@ ChangeListener = Callable[[Worker], None]
 class UnknownWorker(NotFound):
     def __init__(self, worker_id: str) -> None:
         super().__init__(f"No worker '{worker_id}' is registered.", code="worker_not_found")
+
+
+class WorkerRetired(InvalidRequest):
+    """The monitor deleted this worker; an agent still running on it must not bring it back."""
+
+    def __init__(self, worker_id: str) -> None:
+        super().__init__(
+            f"Worker '{worker_id}' was retired by the fleet monitor and is being deleted.",
+            code="worker_retired",
+            status_code=409,
+        )
 
 
 class WorkerRegistry:
@@ -87,6 +98,8 @@ class WorkerRegistry:
         now = self._clock.now()
         previous = self._workers.get(worker_id)
         came_back = previous and previous.eviction is not None and previous.eviction.returns
+        if previous and previous.retired:
+            raise WorkerRetired(worker_id)
         if previous and previous.state == WorkerState.DRAINING and not came_back:
             previous.last_heartbeat = now
             self._save(previous)

@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+RETIRED_PREFIX = "deleted"
+"""How the reason of a worker the monitor deleted starts: `deleted: drained`."""
+
 
 class WorkerState(StrEnum):
     PROVISIONING = "provisioning"
@@ -75,6 +78,11 @@ class Worker:
     reason: str | None = None
     metrics: EngineMetrics = field(default_factory=EngineMetrics)
     eviction: Eviction | None = None
+
+    @property
+    def retired(self) -> bool:
+        """Deleted on the fleet monitor's decision (its reason says so), not lost."""
+        return self.state == WorkerState.GONE and (self.reason or "").startswith(RETIRED_PREFIX)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -27,7 +27,7 @@ def needs_wake(worker: Worker) -> bool:
 
     Eviction notices wake the monitor from the `/evicting` route, on every host.
     """
-    return worker.state == WorkerState.GONE and not (worker.reason or "").startswith("deleted")
+    return worker.state == WorkerState.GONE and not worker.retired
 
 
 async def start_local_orchestrations(

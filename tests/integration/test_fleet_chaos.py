@@ -1,0 +1,194 @@
+"""Chaos on a local sim stack: evictions under load, load steps, scale to zero, spot refused.
+
+Each test runs `spotgate dev --engine sim` as a user would, with the fleet
+monitor acting through the local compute provider, and checks what a client
+or an operator would see: failed requests, replacement timing, pool size.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.integration.conftest import KEY, Stack, sim_stack, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+MODEL = "sim-model"
+
+
+def client_for(stack: Stack, timeout: float = 60.0) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key=KEY, max_retries=0, timeout=timeout)
+
+
+def ask(client: openai.OpenAI, i: int, max_tokens: int = 16) -> openai.types.chat.ChatCompletion:
+    """A request that generates exactly `max_tokens` (vLLM's ignore_eos), so it lasts."""
+    return client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": f"request {i}"}],
+        max_tokens=max_tokens,
+        temperature=0.7,
+        extra_body={"ignore_eos": True},
+    )
+
+
+def monitor(stack: Stack) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    url = f"{stack.url}/orchestrations/fleet-monitor-default"
+    return dict(httpx.get(url, headers=headers, timeout=5).json())
+
+
+def evict(stack: Stack, worker_id: str, notice_s: float) -> None:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    url = f"{stack.url}/fleet/workers/{worker_id}/evict"
+    reply = httpx.post(url, headers=headers, json={"notice_s": notice_s}, timeout=5)
+    assert reply.status_code == 202, reply.text
+
+
+class SteadyLoad:
+    """`clients` threads each sending requests back to back until stopped; counts outcomes."""
+
+    def __init__(self, send: Callable[[int], object], clients: int) -> None:
+        self._send = send
+        self._stop = threading.Event()
+        self._pool = concurrent.futures.ThreadPoolExecutor(clients)
+        self._futures = [self._pool.submit(self._loop, n) for n in range(clients)]
+        self.served = 0
+        self.errors: list[BaseException] = []
+        self._lock = threading.Lock()
+
+    def _loop(self, n: int) -> None:
+        i = 0
+        while not self._stop.is_set():
+            try:
+                self._send(n * 100_000 + i)
+                with self._lock:
+                    self.served += 1
+            except Exception as exc:
+                with self._lock:
+                    self.errors.append(exc)
+            i += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        for future in self._futures:
+            future.result(timeout=120)
+        self._pool.shutdown()
+
+
+def test_an_eviction_storm_under_load_fails_no_request_and_the_pool_refills(
+    tmp_path: Path,
+) -> None:
+    with sim_stack(tmp_path, workers=4, tokens_per_s=200) as stack:
+        client = client_for(stack)
+        load = SteadyLoad(lambda i: ask(client, i), clients=12)
+        try:
+            wait_until(lambda: load.served >= 30, 30, "steady traffic")
+            victims = [w["id"] for w in stack.workers("ready")[:2]]
+            noticed_at = time.time()
+            for victim in victims:
+                evict(stack, victim, notice_s=3)
+            wait_until(
+                lambda: all(
+                    {w["id"]: w["state"] for w in stack.workers()}.get(v) in (None, "gone")
+                    for v in victims
+                ),
+                20,
+                "the evicted workers to be gone",
+            )
+            wait_until(lambda: len(stack.workers("ready")) == 4, 30, "the pool to refill")
+            served_before = load.served
+            wait_until(lambda: load.served >= served_before + 30, 30, "traffic after the storm")
+        finally:
+            load.stop()
+
+        assert load.errors == []
+        replacements = [
+            w
+            for w in stack.workers()
+            if w["registered_at"] >= noticed_at and w["id"] not in victims
+        ]
+        assert len(replacements) >= 2
+        requested_after = min(w["registered_at"] for w in replacements) - noticed_at
+        assert requested_after < 2.0, "replacements are requested in the tick the notice wakes"
+        zones_evicted = {w["zone"] for w in stack.fleet()["workers"] if w["id"] in victims}
+        assert not {w["zone"] for w in replacements[:1]} & zones_evicted
+        assert {e["worker"] for e in stack.fleet()["evictions"]} >= set(victims)
+
+
+def test_a_load_step_is_met_in_the_first_tick_that_sees_it(tmp_path: Path) -> None:
+    autoscale = ["--autoscale", "--min-workers", "1", "--max-workers", "4"]
+    autoscale += ["--target-concurrency", "2", "--scale-down-after", "600"]
+    with sim_stack(tmp_path, workers=1, tokens_per_s=40, extra_args=autoscale, tick_s=1) as stack:
+        client = client_for(stack)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            started = time.time()
+            futures = [pool.submit(ask, client, i, 200) for i in range(8)]
+            time.sleep(0.3)  # all eight are in flight at the gateway now
+            seen_from = time.time()
+            wait_until(lambda: len(stack.workers("ready")) == 4, 30, "the pool to grow to 4")
+            replies = [f.result() for f in futures]
+        assert all(r.choices[0].message.content for r in replies)
+
+        decisions = [d for d in stack.fleet()["decisions"] if d["observed_at"] >= seen_from]
+        first = min(decisions, key=lambda d: d["tick"])
+        assert first["desired"] == 4, first["reason"]
+        assert sum(p["count"] for p in first["provision"]) == 3
+        assert started < seen_from
+
+
+def test_an_idle_pool_scales_to_zero_and_the_next_request_waits_for_a_worker(
+    tmp_path: Path,
+) -> None:
+    autoscale = ["--autoscale", "--min-workers", "0", "--max-workers", "2"]
+    autoscale += ["--scale-down-after", "1", "--idle-to-zero", "2"]
+    with sim_stack(tmp_path, workers=0, extra_args=autoscale, tick_s=0.5) as stack:
+        client = client_for(stack)
+        assert stack.workers("ready") == []
+
+        cold = client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": "hello"}], max_tokens=8
+        )
+        assert cold.status_code == 200
+        assert cold.headers["x-worker"].startswith("default-w")
+
+        wait_until(lambda: stack.workers("ready") == [], 30, "the idle pool to reach zero")
+        assert "scale to zero" in str(stack.fleet()["decisions"])
+        assert monitor(stack)["customStatus"]["desired"] == 0
+
+        again = ask(client, 2)
+        assert again.choices[0].message.content
+
+
+def test_refused_spot_is_covered_by_on_demand_until_spot_returns(tmp_path: Path) -> None:
+    policies = '{"default": {"mix": {"spot_failure_window_s": 2, "spot_healthy_cooldown_s": 3}}}'
+    env = {"SPOTGATE_POOL_POLICIES": policies}
+    with sim_stack(tmp_path, workers=2, env=env) as stack:
+        refuse = stack.cli("fleet", "spot", "--unavailable")
+        assert refuse.returncode == 0, refuse.stderr
+        victim = stack.workers("ready")[0]["id"]
+        evict(stack, victim, notice_s=1)
+
+        def on_demand_ready() -> bool:
+            return any(w["priority"] == "on-demand" for w in stack.workers("ready"))
+
+        wait_until(on_demand_ready, 20, "an on-demand replacement")
+        assert len(stack.workers("ready")) == 2
+        assert "spot refused" in monitor(stack)["customStatus"]["why"]
+
+        restore = stack.cli("fleet", "spot", "--available")
+        assert restore.returncode == 0, restore.stderr
+        wait_until(
+            lambda: [w["priority"] for w in stack.workers("ready")] == ["spot", "spot"],
+            30,
+            "spot to replace the on-demand worker",
+        )
+        ask(client_for(stack), 1)
