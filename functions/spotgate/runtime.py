@@ -32,13 +32,21 @@ from spotgate.settings import Settings
 
 
 class OrchestrationControl(Protocol):
+    """Start, poke and read orchestrations: the local runner, or the Durable client on Azure."""
+
     async def start(self, name: str, instance_id: str, input: Any) -> str: ...
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None: ...
 
     async def terminate(self, instance_id: str, reason: str) -> None: ...
 
-    def status(self, instance_id: str) -> dict[str, Any] | None: ...
+    async def get_status(self, instance_id: str) -> dict[str, Any] | None:
+        """Durable's status shape (name, instanceId, runtimeStatus, ...), None if unknown."""
+        ...
+
+    def management_links(self, base_url: str, instance_id: str) -> dict[str, str]:
+        """The check-status payload: statusQueryGetUri, terminatePostUri, sendEventPostUri."""
+        ...
 
 
 class LocalFaults(Protocol):

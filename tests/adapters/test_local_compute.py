@@ -292,7 +292,7 @@ def signal_(signum, handler):
     return install(signum, wrapped)
 
 def notify_all_(self):
-    main = threading.current_thread() is threading.main_thread()
+    main = threading.get_ident() == threading.main_thread().ident
     if main and state["in_handler"] and not state["sent"]:
         state["sent"] = True
         os.kill(os.getpid(), signal.SIGTERM)
@@ -333,7 +333,7 @@ def test_an_agent_signalled_twice_still_stops(tmp_path: Path) -> None:
             time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
         try:
-            returncode = process.wait(20)
+            returncode = process.wait(10)
         except subprocess.TimeoutExpired:
             returncode = None
     finally:

@@ -45,7 +45,7 @@ def _text(body: dict[str, Any], name: str, *, required: bool = True) -> str | No
 async def wake_monitor(control: OrchestrationControl, pool: str) -> None:
     """Replacement capacity is requested in the monitor's next tick: make that tick now."""
     instance_id = monitor_instance_id(pool)
-    if control.status(instance_id) is not None:
+    if await control.get_status(instance_id) is not None:
         await control.raise_event(instance_id, WAKE_EVENT)
 
 
@@ -112,7 +112,7 @@ async def fleet_status(request: Request) -> Response:
         members = [w for w in workers if w["pool"] == pool]
         status = None
         if runtime.orchestrations is not None:
-            status = runtime.orchestrations.status(monitor_instance_id(pool))
+            status = await runtime.orchestrations.get_status(monitor_instance_id(pool))
         monitor = (status or {}).get("customStatus") or {}
         pools.append(
             {

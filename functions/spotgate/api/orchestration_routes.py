@@ -24,15 +24,6 @@ def _control(request: Request) -> tuple[Runtime, OrchestrationControl]:
     return runtime, runtime.orchestrations
 
 
-def _check_status_payload(request: Request, instance_id: str) -> dict[str, str]:
-    base = str(request.base_url).rstrip("/")
-    status = f"{base}/orchestrations/{instance_id}"
-    return {
-        "id": instance_id,
-        "statusQueryGetUri": status,
-        "terminatePostUri": f"{status}/terminate",
-        "sendEventPostUri": f"{status}/raiseEvent/{{eventName}}",
-    }
 
 
 async def start(request: Request) -> Response:
@@ -63,13 +54,13 @@ async def start(request: Request) -> Response:
     except (ValueError, TypeError) as exc:
         raise InvalidRequest(f"Invalid fleet_monitor input: {exc}", param="input") from None
     instance_id = await control.start(name, monitor_instance_id(pool), start_input)
-    return json_response(_check_status_payload(request, instance_id), 202)
+    return json_response(control.management_links(str(request.base_url), instance_id), 202)
 
 
 async def status(request: Request) -> Response:
     _, control = _control(request)
     instance_id = request.path_params["instance_id"]
-    found = control.status(instance_id)
+    found = await control.get_status(instance_id)
     if found is None:
         raise NotFound(f"No orchestration instance '{instance_id}'.", code="not_found")
     return json_response(found)
@@ -78,7 +69,7 @@ async def status(request: Request) -> Response:
 async def terminate(request: Request) -> Response:
     _, control = _control(request)
     instance_id = request.path_params["instance_id"]
-    if control.status(instance_id) is None:
+    if await control.get_status(instance_id) is None:
         raise NotFound(f"No orchestration instance '{instance_id}'.", code="not_found")
     body = parse_body(await request.body() or b"{}")
     await control.terminate(instance_id, str(body.get("reason", "terminated by operator")))

@@ -22,16 +22,23 @@ from spotgate.orchestrations.services import FleetServices
 from spotgate.settings import Settings
 
 ServicesProvider = Callable[[], FleetServices]
+ClientListener = Callable[[df.DurableOrchestrationClient], None]
 
 bp = df.Blueprint()
 
 _provider: ServicesProvider | None = None
+_client_listeners: list[ClientListener] = []
 
 
 def set_services_provider(provider: ServicesProvider | None) -> None:
     """Called once by the function app; a callable so services can be built lazily."""
     global _provider
     _provider = provider
+
+
+def on_durable_client(listener: ClientListener) -> None:
+    """`listener(client)` each time the watchdog runs: the HTTP API's way to a durable client."""
+    _client_listeners.append(listener)
 
 
 def _services() -> FleetServices:
@@ -71,6 +78,8 @@ async def record_decision(payload: dict[str, Any]) -> None:
 @bp.timer_trigger(arg_name="timer", schedule=watchdog.WATCHDOG_SCHEDULE, run_on_startup=True)
 @bp.durable_client_input(client_name="client")
 async def fleet_watchdog(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    for listener in _client_listeners:
+        listener(client)
     await watchdog.ensure_monitors(
         client,
         watchdog.pools_from_env(),

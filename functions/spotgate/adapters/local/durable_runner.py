@@ -130,6 +130,19 @@ class LocalOrchestrationRunner:
         inst = self._instances.get(instance_id)
         return None if inst is None else self._status(inst)
 
+    async def get_status(self, instance_id: str) -> dict[str, Any] | None:
+        return self.status(instance_id)
+
+    def management_links(self, base_url: str, instance_id: str) -> dict[str, str]:
+        """The same paths on the local app as the host's webhook API offers on Azure."""
+        status = f"{base_url.rstrip('/')}/orchestrations/{instance_id}"
+        return {
+            "id": instance_id,
+            "statusQueryGetUri": status,
+            "terminatePostUri": f"{status}/terminate",
+            "sendEventPostUri": f"{status}/raiseEvent/{{eventName}}",
+        }
+
     def list_instances(self) -> list[dict[str, Any]]:
         return [self._status(i) for i in self._instances.values()]
 

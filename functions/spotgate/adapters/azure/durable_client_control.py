@@ -1,0 +1,41 @@
+"""The orchestration endpoints on Azure, served through the Durable Functions client.
+
+The HTTP API runs behind the ASGI bridge, which gets no durable client
+binding of its own. The watchdog timer does (and runs at startup, then every
+minute), so it hands its client over and the API keeps the newest one: the
+client is only a set of management URLs for this app's task hub, valid for
+the app's lifetime.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import azure.durable_functions as df
+
+
+class DurableClientControl:
+    """OrchestrationControl over a `DurableOrchestrationClient` (see runtime.py)."""
+
+    def __init__(self, client: df.DurableOrchestrationClient) -> None:
+        self.client = client
+
+    async def start(self, name: str, instance_id: str, input: Any) -> str:
+        return str(await self.client.start_new(name, instance_id, input))
+
+    async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        await self.client.raise_event(instance_id, name, data)
+
+    async def terminate(self, instance_id: str, reason: str) -> None:
+        await self.client.terminate(instance_id, reason)
+
+    async def get_status(self, instance_id: str) -> dict[str, Any] | None:
+        status = await self.client.get_status(instance_id, show_input=True)
+        # a missing instance comes back as a falsy status object, not None
+        if not status or getattr(status, "runtime_status", None) is None:
+            return None
+        return dict(status.to_json())
+
+    def management_links(self, base_url: str, instance_id: str) -> dict[str, str]:
+        """The host's own check-status payload (webhook URLs with the task hub's key)."""
+        return dict(self.client.get_client_response_links(None, instance_id))
