@@ -24,7 +24,7 @@ import httpx
 import pytest
 import uvicorn
 
-from spotgate.adapters.local.process_compute import LocalProcessCompute, WorkerSpec
+from spotgate.adapters.local.process_compute import LocalProcessCompute, WorkerSpec, free_port
 from spotgate.adapters.local.scheduled_events import FakeScheduledEvents
 from spotgate.adapters.local.spot_market import LocalSpotMarket
 from spotgate.api.app import create_app
@@ -34,7 +34,7 @@ from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.fleet.worker import Worker, WorkerState
 from spotgate.runtime import Runtime, build_runtime
 from spotgate.settings import Settings
-from tests.conftest import free_port, free_socket
+from tests.conftest import free_socket
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ async def control_plane(tmp_path: Path, *, provision_delay_s: float = 0.0) -> As
     runtime = build_runtime(settings, InMemoryWorkerStore())
     sock = free_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    markets: list[LocalSpotMarket] = []
+    market = LocalSpotMarket(runtime.registry, lambda _worker_id, _notice_s: None)
     compute = LocalProcessCompute(
         runtime.registry,
         control_plane_url=url,
@@ -88,20 +88,22 @@ async def control_plane(tmp_path: Path, *, provision_delay_s: float = 0.0) -> As
         provision_delay_s=provision_delay_s,
         heartbeat_interval_s=0.5,
         specs={POOL: WorkerSpec(POOL, MODEL, "sim", engine_args=SIM_ARGS)},
-        spot_available=lambda zone: markets[0].available(zone),
+        spot_available=market.available,
         stop_grace_s=STOP_GRACE_S,
     )
     loop = asyncio.get_running_loop()
-    runtime.scheduled_events = FakeScheduledEvents(
-        runtime.clock, compute.kill, lambda delay, action: loop.call_later(delay, action)
-    )
-    market = LocalSpotMarket(runtime.registry, lambda _w, _n: None)
-    markets.append(market)
+
+    def crash(worker_id: str) -> None:
+        compute.kill(worker_id)
+
+    def later(delay: float, action: Callable[[], None]) -> None:
+        loop.call_later(delay, action)
+
+    runtime.scheduled_events = FakeScheduledEvents(runtime.clock, crash, later)
     config = uvicorn.Config(
         create_app(runtime), log_level="warning", access_log=False, lifespan="on"
     )
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         await wait_for(lambda: server.started, 10, "the control plane to start")
