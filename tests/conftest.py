@@ -47,6 +47,28 @@ def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coroutine).result()
 
 
+def wait_listening(
+    port: int, process: subprocess.Popen[bytes], log_path: Path, what: str, timeout_s: float
+) -> None:
+    """Until a server started by a fixture accepts connections; fails with its log if it dies."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            pytest.fail(
+                f"{what} exited with {process.returncode}:\n{log_path.read_text(errors='replace')}"
+            )
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"{what} did not listen on port {port} within {timeout_s:.0f} s:\n"
+                    f"{log_path.read_text(errors='replace')}"
+                )
+            time.sleep(0.05)
+
+
 def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM the process's group, SIGKILL whatever is left after `grace_s`.
 

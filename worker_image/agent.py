@@ -505,15 +505,19 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
     config = parse_args(argv)
     stop = threading.Event()
+    # A handler only records the signal: Event.set() takes a lock, and a second signal
+    # landing inside the first handler's set() would deadlock on it.
+    received: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
     agent = Agent(config)
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(agent.run(stop)), daemon=True)
     thread.start()
-    while thread.is_alive() and not stop.is_set():
+    while thread.is_alive() and not received:
         thread.join(0.2)
-    if stop.is_set():
+    if received:
+        stop.set()
         log.info("stopping on signal")
         thread.join(2.0)
         sys.exit(0)

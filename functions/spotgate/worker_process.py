@@ -102,7 +102,8 @@ async def _serve_sim(options: WorkerOptions) -> None:
             lifespan="off",
         )
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # run_worker owns SIGTERM/SIGINT (it stops the agent too); uvicorn must not take them over
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     await server.serve()
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from tests.conftest import free_port, stop_process_group
+from tests.conftest import free_port, stop_process_group, wait_listening
 
 
 def pytest_asyncio_loop_factories(
@@ -42,26 +40,6 @@ class CosmosServer:
     url: str  # https://127.0.0.1:PORT, self-signed
     key: str
     log_path: Path
-
-
-def _wait_accepting(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + COSMOS_START_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(
-                f"cosmosdb-server exited with {process.returncode}:\n"
-                f"{log_path.read_text(errors='replace')}"
-            )
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"cosmosdb-server did not listen on port {port} within "
-                    f"{COSMOS_START_TIMEOUT_S:.0f} s:\n{log_path.read_text(errors='replace')}"
-                )
-            time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -94,7 +72,7 @@ def running_cosmos_server(log_dir: Path) -> Iterator[tuple[CosmosServer, subproc
             start_new_session=True,
         )
     try:
-        _wait_accepting(port, process, log_path)
+        wait_listening(port, process, log_path, "cosmosdb-server", COSMOS_START_TIMEOUT_S)
         yield CosmosServer(f"https://127.0.0.1:{port}", COSMOS_EMULATOR_KEY, log_path), process
     finally:
         stop_process_group(process, grace_s=5.0)

@@ -306,15 +306,6 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker_image/agent.py's SIGTERM handler is `lambda *_: stop.set()`: a second SIGTERM "
-    "whose handler runs inside the first one's Event.set() blocks on the Event's non-reentrant "
-    "Condition lock, and the agent hangs for good. LocalProcessCompute.terminate() signals the "
-    "worker's whole process group and run_worker() then terminate()s its agent too, so the "
-    "agent gets two SIGTERMs milliseconds apart: some deletes hang until stop_grace_s and end "
-    "in SIGKILL (seen in about 1 of 4 deletes here)",
-)
 def test_an_agent_signalled_twice_still_stops(tmp_path: Path) -> None:
     agent = Path(__file__).resolve().parents[2] / "worker_image" / "agent.py"
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: the agent waits for its engine

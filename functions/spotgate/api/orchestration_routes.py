@@ -24,8 +24,6 @@ def _control(request: Request) -> tuple[Runtime, OrchestrationControl]:
     return runtime, runtime.orchestrations
 
 
-
-
 async def start(request: Request) -> Response:
     runtime, control = _control(request)
     name = request.path_params["name"]

@@ -208,6 +208,7 @@ class SpotFirst(CapacityMix, name="spot-first"):
         while sum(counts.values()) < spot and zones:
             zone = min(open_zones, key=lambda z: (counts[z], z))
             counts[zone] += 1
+
         def lightest(zone: str) -> float:
             return min((w.in_flight for w in spot_live if w.zone == zone), default=0.0)
 

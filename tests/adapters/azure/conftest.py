@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, stop_process_group
+from tests.conftest import free_port, stop_process_group, wait_listening
 
 ROOT = Path(__file__).resolve().parents[3]
 AZURITE_QUEUE = ROOT / "node_modules" / ".bin" / "azurite-queue"
@@ -28,26 +26,6 @@ class AzuriteQueue:
     queue_endpoint: str  # http://127.0.0.1:PORT/devstoreaccount1
     connection_string: str
     log_path: Path
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + AZURITE_START_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(
-                f"azurite-queue exited with {process.returncode}:\n"
-                f"{log_path.read_text(errors='replace')}"
-            )
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"azurite-queue did not listen on port {port} within "
-                    f"{AZURITE_START_TIMEOUT_S:.0f} s:\n{log_path.read_text(errors='replace')}"
-                )
-            time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +60,7 @@ def azurite_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteQ
             start_new_session=True,
         )
     try:
-        _wait_listening(port, process, log_path)
+        wait_listening(port, process, log_path, "azurite-queue", AZURITE_START_TIMEOUT_S)
         endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
         connection_string = (
             f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
