@@ -142,3 +142,32 @@ def test_a_worker_lost_by_accident_registers_back() -> None:
     register(registry, "a")
     back = registry.get("a")
     assert back is not None and back.state == WorkerState.READY
+
+
+def test_merge_takes_newer_records_from_other_instances_and_keeps_newer_local_ones() -> None:
+    """Two control-plane instances over one store: each sees the other's changes."""
+    here, clock, _ = make_registry()
+    there = WorkerRegistry(InMemoryWorkerStore(), clock)
+    register(here, "a")
+    clock.advance(1)
+    there.merge([w for w in here.all()])
+    there.heartbeat("a", {"num_requests_running": 3})  # an agent's beat landed over there
+    clock.advance(1)
+    there.drain("a", "scheduled event Preempt", event_id="E")
+    seen: list[str] = []
+    here.subscribe(lambda w: seen.append(w.state.value))
+
+    changed = here.merge(there.all())
+
+    merged = here.get("a")
+    assert [w.id for w in changed] == ["a"] and seen == ["draining"]
+    assert merged is not None and merged.state == WorkerState.DRAINING
+    assert here.ready_for_model("m") == ()  # routing stops at once on this instance too
+    assert here.merge(there.all()) == []  # nothing newer the second time
+    stale = there.get("a")
+    assert stale is not None
+    clock.advance(1)
+    here.heartbeat("a", {})
+    older = WorkerRegistry(InMemoryWorkerStore(), clock)
+    older.merge([stale])
+    assert older.merge(here.all()) != [] and here.merge(older.all()) == []

@@ -8,7 +8,7 @@ plane loses nothing it had acknowledged.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from spotgate.clock import Clock
@@ -152,6 +152,29 @@ class WorkerRegistry:
         self._move(worker, WorkerState.GONE, reason)
         return worker
 
+    def merge(self, workers: Iterable[Worker]) -> list[Worker]:
+        """Take in what other control-plane instances wrote to the shared store.
+
+        On Azure several instances serve the API, and an agent's heartbeat lands
+        on any of them. The newer record wins: the later state change, then the
+        later heartbeat. Merged records are not written back (they came from the
+        store). Returns the workers that changed here.
+        """
+        changed = []
+        for incoming in workers:
+            local = self._workers.get(incoming.id)
+            if local is not None and _freshness(incoming) <= _freshness(local):
+                continue
+            copy = Worker.from_dict(incoming.to_dict())
+            self._workers[copy.id] = copy
+            changed.append(copy)
+        if changed:
+            self._rebuild_index()
+            for worker in changed:
+                for listener in self._listeners:
+                    listener(worker)
+        return changed
+
     def expire_stale(self, heartbeat_timeout_s: float, pool: str | None = None) -> list[Worker]:
         """Declare gone every live worker whose agent has gone quiet; forget long-gone ones.
 
@@ -203,3 +226,7 @@ class WorkerRegistry:
             if worker.state == WorkerState.READY:
                 index.setdefault(worker.model, []).append(worker)
         self._ready_by_model = {m: tuple(ws) for m, ws in index.items()}
+
+
+def _freshness(worker: Worker) -> tuple[float, float]:
+    return (worker.state_changed_at, worker.last_heartbeat)
