@@ -120,6 +120,16 @@ def parse_http_date(value: Any) -> float | None:
         return None
 
 
+def dig(data: Any, *path: str | int) -> Any:
+    """data[path[0]][path[1]]...; None where IMDS JSON lacks a step or has another shape."""
+    for key in path:
+        try:
+            data = data[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
 def retry_after(reply: Response | None) -> float | None:
     value = reply.headers.get("retry-after", "").strip() if reply else ""
     when = float(value) if value.isdigit() else parse_http_date(value)
@@ -148,6 +158,7 @@ class Config:
     fleet_token: str | None = None
     key_vault_url: str | None = None
     fleet_token_secret: str = "fleet-token"
+    identity_client_id: str | None = None  # a user-assigned identity; None: the system one
     pool: str = "default"
     engine: str = "vllm"
     engine_url: str = "http://127.0.0.1:8000"
@@ -173,7 +184,15 @@ class Agent:
         self.engine = config.engine_url.rstrip("/")
         self.imds = config.imds_url.rstrip("/")
         self.stop = threading.Event()
-        self.worker_id = config.worker_id or self._vm_name()
+        # What a VM does not configure it learns from IMDS: one cloud-init serves every zone
+        known = config.worker_id and config.zone and config.advertise_url
+        meta = {} if known else self._instance()
+        name, zone = dig(meta, "compute", "name"), dig(meta, "compute", "zone")
+        self.worker_id = config.worker_id or str(name or socket.gethostname())
+        self.zone = config.zone or (str(zone) if zone else None)  # "": a VM in no zone
+        ip = dig(meta, "network", "interface", 0, "ipv4", "ipAddress", 0, "privateIpAddress")
+        port = urlsplit(self.engine).port or 80
+        self.url = config.advertise_url or (f"http://{ip}:{port}" if ip else config.engine_url)
         self.token = config.fleet_token
         SECRETS.update([self.token] if self.token else [])
         self.registered = self.draining = self.retired = False
@@ -198,22 +217,24 @@ class Agent:
             raise OSError("no fleet token (Key Vault not readable yet)")
         return self._call(method, self.cp + path, payload, Authorization=f"Bearer {token}")
 
-    def _vm_name(self) -> str:
-        url = f"{self.imds}/metadata/instance/compute?api-version=2021-02-01"
+    def _instance(self) -> Any:
+        """IMDS instance metadata (VM name, zone, private IP); {} off Azure or on failure."""
+        url = f"{self.imds}/metadata/instance?api-version=2021-02-01"
         try:
             reply = self.http("GET", url, {"Metadata": "true"}, None, 2.0)
-            if reply.status == 200 and reply.json().get("name"):
-                return str(reply.json()["name"])
-        except (*HTTP_ERRORS, AttributeError):
-            pass
-        return socket.gethostname()
+            return reply.json() if reply.status == 200 else {}
+        except HTTP_ERRORS:
+            return {}
 
     def fetch_token(self) -> str | None:
         """Reads the fleet token from Key Vault with the VM's managed identity; None on failure."""
         vault, name = self.config.key_vault_url, self.config.fleet_token_secret
         if not vault:
             return None
-        query = urlencode({"api-version": "2018-02-01", "resource": "https://vault.azure.net"})
+        params = {"api-version": "2018-02-01", "resource": "https://vault.azure.net"}
+        if self.config.identity_client_id:
+            params["client_id"] = self.config.identity_client_id
+        query = urlencode(params)
         try:
             reply = self._call("GET", f"{self.imds}/metadata/identity/oauth2/token?{query}",
                                Metadata="true")  # fmt: skip
@@ -300,7 +321,7 @@ class Agent:
         c = self.config
         body = {
             "id": self.worker_id, "pool": c.pool, "model": c.model, "engine": c.engine,
-            "url": c.advertise_url or c.engine_url, "priority": c.priority, "zone": c.zone,
+            "url": self.url, "priority": c.priority, "zone": self.zone,
         }  # fmt: skip
         reply = self._until_accepted(
             "register",

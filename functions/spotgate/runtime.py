@@ -49,6 +49,14 @@ class OrchestrationControl(Protocol):
         ...
 
 
+class Lifecycle(Protocol):
+    """Something the app starts before it serves and closes after (store sync, pollers)."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class LocalFaults(Protocol):
     """Fault injection only a local stack offers: crash, eviction notice, spot refused."""
 
@@ -76,10 +84,21 @@ class Runtime:
     ready: bool = False
     response_cache: ResponseCache | None = None
     probe: HealthProbe | None = None  # started by the app's lifespan
+    lifecycles: list[Lifecycle] = field(default_factory=list)
+
+    async def start(self) -> None:
+        for lifecycle in self.lifecycles:
+            await lifecycle.start()
+        if self.probe is not None:
+            await self.probe.start()
+        self.ready = True
 
     async def close(self) -> None:
+        self.ready = False
         if self.probe is not None:
             await self.probe.stop()
+        for lifecycle in reversed(self.lifecycles):
+            await lifecycle.close()
         await self.upstream.close()
         await self.router.close()
         if self.response_cache is not None:

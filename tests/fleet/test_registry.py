@@ -4,7 +4,7 @@ from spotgate.clock import ManualClock
 from spotgate.fleet.observation import observe_pool
 from spotgate.fleet.registry import UnknownWorker, WorkerRegistry, WorkerRetired
 from spotgate.fleet.store import InMemoryWorkerStore
-from spotgate.fleet.worker import WorkerState
+from spotgate.fleet.worker import Worker, WorkerState
 
 
 def make_registry() -> tuple[WorkerRegistry, ManualClock, InMemoryWorkerStore]:
@@ -144,30 +144,29 @@ def test_a_worker_lost_by_accident_registers_back() -> None:
     assert back is not None and back.state == WorkerState.READY
 
 
-def test_merge_takes_newer_records_from_other_instances_and_keeps_newer_local_ones() -> None:
+def test_absorb_takes_in_another_instances_changes_without_writing_them_back() -> None:
     """Two control-plane instances over one store: each sees the other's changes."""
-    here, clock, _ = make_registry()
+    here, clock, store = make_registry()
     there = WorkerRegistry(InMemoryWorkerStore(), clock)
     register(here, "a")
+    register(here, "b")
+    there.absorb(here.all())
     clock.advance(1)
-    there.merge([w for w in here.all()])
-    there.heartbeat("a", {"num_requests_running": 3})  # an agent's beat landed over there
-    clock.advance(1)
-    there.drain("a", "scheduled event Preempt", event_id="E")
+    there.drain("a", "scheduled event Preempt", event_id="E")  # the agent's report landed there
     seen: list[str] = []
-    here.subscribe(lambda w: seen.append(w.state.value))
 
-    changed = here.merge(there.all())
+    def heard(worker: Worker) -> None:
+        seen.append(worker.state.value)
+
+    here.subscribe(heard)
+
+    changed = here.absorb([w for w in there.all() if w.id == "a"], removed=["b"])
 
     merged = here.get("a")
     assert [w.id for w in changed] == ["a"] and seen == ["draining"]
     assert merged is not None and merged.state == WorkerState.DRAINING
+    assert merged is not there.get("a")  # a copy: the two instances share no objects
     assert here.ready_for_model("m") == ()  # routing stops at once on this instance too
-    assert here.merge(there.all()) == []  # nothing newer the second time
-    stale = there.get("a")
-    assert stale is not None
-    clock.advance(1)
-    here.heartbeat("a", {})
-    older = WorkerRegistry(InMemoryWorkerStore(), clock)
-    older.merge([stale])
-    assert older.merge(here.all()) != [] and here.merge(older.all()) == []
+    assert here.get("b") is None
+    stored = store.get("a")
+    assert stored is not None and stored.state == WorkerState.READY  # nothing written back

@@ -196,7 +196,7 @@ class FakeControlPlane(FakeServer):
 
 
 class FakeImds(FakeServer):
-    """Scheduled Events, instance compute and managed identity; demands Metadata: true."""
+    """Scheduled Events, instance metadata and managed identity; demands Metadata: true."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -204,6 +204,8 @@ class FakeImds(FakeServer):
         self.acks: list[tuple[float, list[dict[str, str]]]] = []
         self.polls = 0
         self.token_queries: list[dict[str, list[str]]] = []
+        self.zone = "3"
+        self.instance_reads = 0
 
     def handle(
         self, method: str, path: str, query: dict[str, list[str]], headers: Message, body: Any
@@ -216,8 +218,25 @@ class FakeImds(FakeServer):
                 return 200, {"DocumentIncarnation": len(self.events), "Events": self.events}
             self.acks.append((time.time(), body["StartRequests"]))
             return 200, b""
-        if path == "/metadata/instance/compute":
-            return 200, {"name": "vm-from-imds", "location": "westeurope"}
+        if path == "/metadata/instance" and query.get("api-version") == ["2021-02-01"]:
+            self.instance_reads += 1
+            return 200, {
+                "compute": {"name": "vm-from-imds", "location": "westeurope", "zone": self.zone},
+                "network": {
+                    "interface": [
+                        {
+                            "ipv4": {
+                                "ipAddress": [
+                                    {"privateIpAddress": "10.1.2.3", "publicIpAddress": ""}
+                                ],
+                                "subnet": [{"address": "10.1.2.0", "prefix": "24"}],
+                            },
+                            "ipv6": {"ipAddress": []},
+                            "macAddress": "000D3A000001",
+                        }
+                    ]
+                },
+            }
         if path == "/metadata/identity/oauth2/token":
             self.token_queries.append(query)
             return 200, {"access_token": ACCESS, "token_type": "Bearer"}
@@ -406,7 +425,47 @@ def test_worker_id_defaults_to_vm_name_then_hostname(agent_mod: ModuleType, imds
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
     config = agent_mod.Config(control_plane="http://cp", model="m", imds_url=dead)
-    assert agent_mod.Agent(config).worker_id == socket.gethostname()
+    agent = agent_mod.Agent(config)
+    assert agent.worker_id == socket.gethostname()
+    assert (agent.zone, agent.url) == (None, "http://127.0.0.1:8000")
+
+
+def test_zone_and_url_from_imds_unless_configured(agent_mod: ModuleType, imds: FakeImds) -> None:
+    """One cloud-init serves every zone: the VM's zone and private IP come from IMDS."""
+    base = {"control_plane": "http://cp", "model": "m", "imds_url": imds.url}
+    agent = agent_mod.Agent(agent_mod.Config(**base, engine_url="http://127.0.0.1:8011/"))
+    assert (agent.worker_id, agent.zone, agent.url) == ("vm-from-imds", "3", "http://10.1.2.3:8011")
+    imds.zone = ""
+    agent = agent_mod.Agent(agent_mod.Config(**base, worker_id="w", advertise_url="http://a:1"))
+    assert (agent.worker_id, agent.zone, agent.url) == ("w", None, "http://a:1")
+    reads = imds.instance_reads
+    configured = {"worker_id": "w", "zone": "1", "advertise_url": "http://a:1"}
+    agent = agent_mod.Agent(agent_mod.Config(**base, **configured))
+    assert (agent.worker_id, agent.zone, agent.url) == ("w", "1", "http://a:1")
+    assert imds.instance_reads == reads, "nothing left to learn: IMDS is not asked"
+
+
+def test_odd_imds_metadata_falls_back(agent_mod: ModuleType) -> None:
+    def imds_saying(shape: Any) -> Any:
+        body = shape if isinstance(shape, bytes) else json.dumps(shape).encode()
+        return lambda *_: agent_mod.Response(200, {}, body)
+
+    config = agent_mod.Config(control_plane="http://cp", model="m")
+    for shape in ([], b"<html>", {"compute": "x", "network": {"interface": []}}):
+        agent = agent_mod.Agent(config, http=imds_saying(shape))
+        assert (agent.worker_id, agent.zone) == (socket.gethostname(), None)
+        assert agent.url == "http://127.0.0.1:8000"
+    assert agent_mod.Agent(config, http=imds_saying({"compute": {"zone": 2}})).zone == "2"
+
+
+def test_registration_carries_zone_and_private_url_from_imds(
+    start_agent: Callable[..., Any], cp: FakeControlPlane
+) -> None:
+    start_agent(worker_id=None, zone=None, advertise_url=None)
+    wait_until(lambda: cp.registrations(), "registration")
+    body = cp.registrations()[0]
+    assert (body["id"], body["zone"]) == ("vm-from-imds", "3")
+    assert body["url"].startswith("http://10.1.2.3:")
 
 
 # --- registration and heartbeats ----------------------------------------------------------
@@ -505,6 +564,31 @@ def test_rotated_token_from_key_vault_and_no_secret_in_logs(
     assert "fleet token rejected" in caplog.text
     for secret in (TOKEN, ACCESS, "stale-token-before-rotation"):
         assert secret not in caplog.text
+
+
+def test_user_assigned_identity_client_id(agent_mod: ModuleType, imds: FakeImds) -> None:
+    vault = FakeVault()
+    try:
+        config = agent_mod.Config(
+            control_plane="http://cp", model="m", worker_id="w", imds_url=imds.url,
+            key_vault_url=vault.url, identity_client_id="11111111-2222-3333-4444-555555555555",
+        )  # fmt: skip
+        assert agent_mod.Agent(config).fetch_token() == TOKEN
+    finally:
+        vault.close()
+    assert imds.token_queries == [
+        {
+            "api-version": ["2018-02-01"],
+            "resource": ["https://vault.azure.net"],
+            "client_id": ["11111111-2222-3333-4444-555555555555"],
+        }
+    ]
+    env = {"SPOTGATE_IDENTITY_CLIENT_ID": "abc", "SPOTGATE_KEY_VAULT_URL": "https://v"}
+    parsed = agent_mod.parse_args(["--control-plane", "http://cp", "--model", "m"], env)
+    assert parsed.identity_client_id == "abc"
+    env["SPOTGATE_IDENTITY_CLIENT_ID"] = ""  # Bicep leaves it empty for a system identity
+    parsed = agent_mod.parse_args(["--control-plane", "http://cp", "--model", "m"], env)
+    assert parsed.identity_client_id is None
 
 
 def test_key_vault_failure_returns_none(agent_mod: ModuleType, imds: FakeImds) -> None:

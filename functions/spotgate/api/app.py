@@ -25,9 +25,7 @@ from spotgate.runtime import Runtime
 def create_app(runtime: Runtime, *, local: bool = True) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        runtime.ready = True
-        if runtime.probe is not None:
-            await runtime.probe.start()
+        await runtime.start()
         try:
             yield
         finally:

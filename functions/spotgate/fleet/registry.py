@@ -152,23 +152,21 @@ class WorkerRegistry:
         self._move(worker, WorkerState.GONE, reason)
         return worker
 
-    def merge(self, workers: Iterable[Worker]) -> list[Worker]:
+    def absorb(self, updated: Iterable[Worker], removed: Iterable[str] = ()) -> list[Worker]:
         """Take in what other control-plane instances wrote to the shared store.
 
-        On Azure several instances serve the API, and an agent's heartbeat lands
-        on any of them. The newer record wins: the later state change, then the
-        later heartbeat. Merged records are not written back (they came from the
-        store). Returns the workers that changed here.
+        On Azure several instances serve the API and an agent's heartbeat lands
+        on any of them. The shared store has already settled conflicts (state
+        never moves backwards there), so its answer is taken as it is; nothing
+        is written back. Listeners hear of every worker that changed here.
         """
         changed = []
-        for incoming in workers:
-            local = self._workers.get(incoming.id)
-            if local is not None and _freshness(incoming) <= _freshness(local):
-                continue
+        for incoming in updated:
             copy = Worker.from_dict(incoming.to_dict())
             self._workers[copy.id] = copy
             changed.append(copy)
-        if changed:
+        gone = [w for w in removed if self._workers.pop(w, None) is not None]
+        if changed or gone:
             self._rebuild_index()
             for worker in changed:
                 for listener in self._listeners:
@@ -226,7 +224,3 @@ class WorkerRegistry:
             if worker.state == WorkerState.READY:
                 index.setdefault(worker.model, []).append(worker)
         self._ready_by_model = {m: tuple(ws) for m, ws in index.items()}
-
-
-def _freshness(worker: Worker) -> tuple[float, float]:
-    return (worker.state_changed_at, worker.last_heartbeat)

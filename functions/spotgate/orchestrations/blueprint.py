@@ -10,7 +10,7 @@ No `from __future__ import annotations` here: the Functions worker inspects
 the parameter annotations of triggers and bindings at indexing time.
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import azure.durable_functions as df
@@ -22,11 +22,13 @@ from spotgate.orchestrations.services import FleetServices
 from spotgate.settings import Settings
 
 ServicesProvider = Callable[[], FleetServices]
+StartupHook = Callable[[], Awaitable[None]]
 ClientListener = Callable[[df.DurableOrchestrationClient], None]
 
 bp = df.Blueprint()
 
 _provider: ServicesProvider | None = None
+_startup: StartupHook | None = None
 _client_listeners: list[ClientListener] = []
 
 
@@ -34,6 +36,19 @@ def set_services_provider(provider: ServicesProvider | None) -> None:
     """Called once by the function app; a callable so services can be built lazily."""
     global _provider
     _provider = provider
+
+
+def set_startup_hook(hook: StartupHook | None) -> None:
+    """Awaited before every activity and watchdog run: the host's stores must be loaded first,
+    and a worker process may run activities before it ever serves an HTTP request."""
+    global _startup
+    _startup = hook
+
+
+async def _services_ready() -> FleetServices:
+    if _startup is not None:
+        await _startup()
+    return _services()
 
 
 def on_durable_client(listener: ClientListener) -> None:
@@ -52,32 +67,34 @@ fleet_monitor = bp.orchestration_trigger(context_name="context")(_fleet_monitor)
 
 @bp.activity_trigger(input_name="payload")
 async def observe_pool(payload: dict[str, Any]) -> dict[str, Any]:
-    return await activities.observe_pool(_services(), payload)
+    return await activities.observe_pool(await _services_ready(), payload)
 
 
 @bp.activity_trigger(input_name="payload")
 async def provision_workers(payload: dict[str, Any]) -> dict[str, Any]:
-    return await activities.provision_workers(_services(), payload)
+    return await activities.provision_workers(await _services_ready(), payload)
 
 
 @bp.activity_trigger(input_name="payload")
 async def drain_workers(payload: dict[str, Any]) -> list[str]:
-    return await activities.drain_workers(_services(), payload)
+    return await activities.drain_workers(await _services_ready(), payload)
 
 
 @bp.activity_trigger(input_name="payload")
 async def delete_workers(payload: dict[str, Any]) -> list[str]:
-    return await activities.delete_workers(_services(), payload)
+    return await activities.delete_workers(await _services_ready(), payload)
 
 
 @bp.activity_trigger(input_name="payload")
 async def record_decision(payload: dict[str, Any]) -> None:
-    await activities.record_decision(_services(), payload)
+    await activities.record_decision(await _services_ready(), payload)
 
 
 @bp.timer_trigger(arg_name="timer", schedule=watchdog.WATCHDOG_SCHEDULE, run_on_startup=True)
 @bp.durable_client_input(client_name="client")
 async def fleet_watchdog(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    if _startup is not None:
+        await _startup()
     for listener in _client_listeners:
         listener(client)
     await watchdog.ensure_monitors(

@@ -3,7 +3,8 @@
 `ArmTransport` plugs in where aiohttp would (`transport=` on the client), so
 the whole azure-core pipeline runs as in production: authentication,
 retries with their Retry-After handling, long-running-operation polling.
-Routes match on method and a regex over the unquoted path plus query; each
+Routes match on method and a regex over the unquoted path plus the unquoted
+query (so a `$filter` reads as ARM gets it); each
 route serves its replies in order and the first route that still has one
 wins, so a test reads as the conversation ARM would have. Every request is
 recorded, so tests can say what was (never) sent.
@@ -104,7 +105,7 @@ class ArmTransport(AsyncHttpTransport):  # type: ignore[type-arg]
         self.sent: list[Sent] = []
 
     def on(self, method: str, pattern: str, *replies: Reply, repeat_last: bool = False) -> None:
-        """Serve `replies`, in order, to requests whose `path?query` matches `pattern`."""
+        """Serve `replies`, in order, to requests whose unquoted `path?query` matches `pattern`."""
         route = _Route(method.upper(), re.compile(pattern), deque(replies), repeat_last)
         self._routes.append(route)
 
@@ -118,7 +119,7 @@ class ArmTransport(AsyncHttpTransport):  # type: ignore[type-arg]
     async def send(self, request: HttpRequest, **kwargs: Any) -> _Response:
         parts = urlsplit(request.url)
         path = unquote(parts.path)
-        target = f"{path}?{parts.query}" if parts.query else path
+        target = f"{path}?{unquote(parts.query)}" if parts.query else path
         raw = request.content
         body = json.loads(raw) if raw else None
         self.sent.append(Sent(request.method, path, dict(parse_qsl(parts.query)), body))

@@ -416,3 +416,394 @@ async def test_from_settings_builds_a_provider_that_closes_its_own_credential(
     await provider.close()
 
     assert arm.sent == []  # building and closing reach neither ARM nor Entra ID
+
+
+# --- Flexible orchestration ---
+#
+# A Flexible scale set's VMs are ordinary virtual machines named `{scale set}_{8 hex}`:
+# listed from the resource group by `$filter` on their scale set, deleted through the
+# same deleteInstances with their names as instance ids, grown by the same PATCH.
+
+FLEX_SPOT_Z3 = "sg-chat-spot-z3"
+FLEX_OD_Z3 = "sg-chat-od-z3"
+FLEX_A = "sg-chat-spot-z3_1f0c9a2e"
+FLEX_B = "sg-chat-spot-z3_7b3d50c4"
+SPOT_IN_ZONE_3 = ProvisionRequest(pool="chat", priority="spot", zone="3", count=2)
+VMSS_ID = (
+    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}"
+    "/providers/Microsoft.Compute/virtualMachineScaleSets/"
+)
+
+
+def flex_vms_of(name: str) -> str:
+    """Virtual Machines - List of the resource group, filtered to one scale set."""
+    return (
+        r"/providers/Microsoft\.Compute/virtualMachines\?.*\$filter="
+        rf"'virtualMachineScaleSet/id' eq '[^']*/virtualMachineScaleSets/{re.escape(name)}'"
+    )
+
+
+def flex_vm(
+    name: str, state: str = "Succeeded", zone: str = "3", scale_set: str | None = None
+) -> dict[str, Any]:
+    """The recorded Flexible VM, renamed; it points back to `scale_set` (by default its prefix)."""
+    body: dict[str, Any] = copy.deepcopy(recorded("vm_list_flexible")["body"]["value"][0])
+    body["id"] = body["id"].rsplit("/", 1)[0] + f"/{name}"
+    body["name"] = name
+    body["zones"] = [zone]
+    props = body["properties"]
+    props["provisioningState"] = state
+    owner = scale_set or name.rpartition("_")[0]
+    vmss_ref = props["virtualMachineScaleSet"]
+    vmss_ref["id"] = vmss_ref["id"].rsplit("/", 1)[0] + f"/{owner}"
+    return body
+
+
+def flex_vms(*entries: dict[str, Any]) -> Reply:
+    reply = Reply.of("vm_list_flexible")
+    reply.body = {"value": list(entries)}
+    return reply
+
+
+def flex_vmss(name: str) -> Reply:
+    listed = recorded("vmss_flexible_list")["body"]["value"]
+    reply = Reply.of("vmss_flexible_get")
+    reply.body = next(s for s in listed if s["name"] == name)
+    return reply
+
+
+def listing(*recordings: str) -> Reply:
+    """One VMSS list answer holding the scale sets of several recorded listings."""
+    reply = Reply.of(recordings[0])
+    reply.body = {"value": [s for r in recordings for s in recorded(r)["body"]["value"]]}
+    return reply
+
+
+@pytest.fixture
+def flex_arm() -> ArmTransport:
+    """A resource group laid out as the bicep does it: Flexible scale sets only."""
+    transport = ArmTransport()
+    transport.on(
+        "GET", r"/virtualMachineScaleSets\?", Reply.of("vmss_flexible_list"), repeat_last=True
+    )
+    return transport
+
+
+@pytest.fixture
+def mixed_arm() -> ArmTransport:
+    """Uniform and Flexible scale sets in one pool."""
+    transport = ArmTransport()
+    transport.on(
+        "GET",
+        r"/virtualMachineScaleSets\?",
+        listing("vmss_list", "vmss_flexible_list"),
+        repeat_last=True,
+    )
+    return transport
+
+
+def provider(transport: ArmTransport) -> VmssCompute:
+    return VmssCompute(
+        FakeCredential(),
+        SUBSCRIPTION,
+        RESOURCE_GROUP,
+        transport=transport,
+        retry_total=3,
+        retry_backoff_factor=0.01,
+        retry_backoff_max=0.05,
+        polling_interval=0,
+    )
+
+
+@pytest.fixture
+async def flex_compute(flex_arm: ArmTransport) -> AsyncIterator[VmssCompute]:
+    compute = provider(flex_arm)
+    yield compute
+    await compute.close()
+
+
+@pytest.fixture
+async def mixed_compute(mixed_arm: ArmTransport) -> AsyncIterator[VmssCompute]:
+    compute = provider(mixed_arm)
+    yield compute
+    await compute.close()
+
+
+def flex_scale_out(arm: ArmTransport, *patch_replies: Reply, before: Reply, after: Reply) -> None:
+    """ARM's side of growing the Flexible sg-chat-spot-z3 from 2."""
+    arm.on("GET", scale_set(FLEX_SPOT_Z3), Reply.of("vmss_flexible_get"), repeat_last=True)
+    arm.on("GET", flex_vms_of(FLEX_SPOT_Z3), before, after)
+    arm.on("PATCH", scale_set(FLEX_SPOT_Z3), *patch_replies)
+
+
+FLEX_BEFORE = flex_vms(flex_vm(FLEX_A), flex_vm(FLEX_B))
+
+
+async def test_flexible_provision_raises_capacity_and_returns_the_new_vm_names(
+    flex_arm: ArmTransport, flex_compute: VmssCompute
+) -> None:
+    flex_scale_out(
+        flex_arm,
+        Reply.of("vmss_flexible_update_accepted"),
+        before=FLEX_BEFORE,
+        after=flex_vms(
+            flex_vm(FLEX_A),
+            flex_vm(FLEX_B),
+            flex_vm("sg-chat-spot-z3_0c4e9b71"),
+            flex_vm("sg-chat-spot-z3_e25a8d03", "Creating"),
+        ),
+    )
+    flex_arm.on(
+        "GET",
+        UPDATE_OP,
+        Reply.of("async_operation_in_progress"),
+        Reply.of("async_operation_succeeded"),
+    )
+
+    started = await flex_compute.provision(SPOT_IN_ZONE_3)
+
+    assert started == ["sg-chat-spot-z3_0c4e9b71", "sg-chat-spot-z3_e25a8d03"]
+    [patch] = flex_arm.requests("PATCH")
+    assert patch.path.endswith(f"/virtualMachineScaleSets/{FLEX_SPOT_Z3}")
+    assert patch.body == {
+        "sku": {"name": "Standard_NC4as_T4_v3", "tier": "Standard", "capacity": 4}
+    }
+    listed = flex_arm.requests("GET", r"/providers/Microsoft\.Compute/virtualMachines$")
+    assert len(listed) == 2  # before and after
+    assert {r.query["$filter"] for r in listed} == {
+        f"'virtualMachineScaleSet/id' eq '{VMSS_ID}{FLEX_SPOT_Z3}'"
+    }
+    assert flex_arm.requests("GET", r"/virtualMachineScaleSets/[^/]+/virtualMachines") == []
+
+
+async def test_flexible_failed_scale_out_deletes_the_failed_vms_by_name(
+    flex_arm: ArmTransport, flex_compute: VmssCompute
+) -> None:
+    flex_scale_out(
+        flex_arm,
+        Reply.of("vmss_flexible_update_accepted"),
+        before=FLEX_BEFORE,
+        after=flex_vms(
+            flex_vm(FLEX_A),
+            flex_vm(FLEX_B),
+            flex_vm("sg-chat-spot-z3_0c4e9b71"),
+            flex_vm("sg-chat-spot-z3_93f1a6d2", "Failed"),
+        ),
+    )
+    flex_arm.on("GET", UPDATE_OP, Reply.of("async_operation_failed_zonal_allocation"))
+    delete_ok(flex_arm, FLEX_SPOT_Z3)
+
+    with pytest.raises(CapacityError) as refused:
+        await flex_compute.provision(SPOT_IN_ZONE_3)
+
+    assert refused.value.reason == "allocation_failed"
+    assert (refused.value.priority, refused.value.zone) == ("spot", "3")
+    assert refused.value.provisioned == ["sg-chat-spot-z3_0c4e9b71"]
+    [delete] = flex_arm.requests("POST")
+    assert delete.path.endswith(f"{FLEX_SPOT_Z3}/delete")
+    assert delete.body == {"instanceIds": ["sg-chat-spot-z3_93f1a6d2"]}
+
+
+async def test_flexible_refused_scale_out_is_a_capacity_error(
+    flex_arm: ArmTransport, flex_compute: VmssCompute
+) -> None:
+    flex_scale_out(
+        flex_arm, Reply.of("error_sku_not_available"), before=FLEX_BEFORE, after=FLEX_BEFORE
+    )
+
+    with pytest.raises(CapacityError) as refused:
+        await flex_compute.provision(SPOT_IN_ZONE_3)
+
+    assert (refused.value.reason, refused.value.provisioned) == ("sku_not_available", [])
+    assert flex_arm.requests("POST") == []
+
+
+async def test_flexible_delete_sends_exactly_the_vm_names(
+    flex_arm: ArmTransport, flex_compute: VmssCompute
+) -> None:
+    delete_ok(flex_arm, FLEX_SPOT_Z3)
+    flex_arm.on("POST", delete_of(FLEX_OD_Z3), Reply.of("delete_instances_accepted"))
+    flex_arm.on("GET", DELETE_OP + r".*monitor=true", Reply.of("delete_operation_monitor"))
+    flex_arm.on("GET", DELETE_OP, Reply.of("delete_operation_succeeded"))
+    # an all-digit suffix is still a Flexible VM name, not a Uniform instance id
+    drained = [FLEX_A, "sg-chat-od-z3_20481379", FLEX_B, FLEX_A]
+
+    deleted = await flex_compute.delete("chat", drained)
+
+    assert deleted == [FLEX_A, "sg-chat-od-z3_20481379", FLEX_B]
+    sent = {d.path.rsplit("/", 2)[-2]: d.body for d in flex_arm.requests("POST")}
+    assert sent == {
+        FLEX_SPOT_Z3: {"instanceIds": [FLEX_A, FLEX_B]},
+        FLEX_OD_Z3: {"instanceIds": ["sg-chat-od-z3_20481379"]},
+    }
+    assert flex_arm.requests("PATCH") == [] and flex_arm.requests("DELETE") == []
+
+
+def gone_vm_error(kind: str) -> Reply:
+    """How deleteInstances might refuse a Flexible VM name that is gone (undocumented)."""
+    if kind == "not_found":
+        return Reply.of("error_not_found")
+    reply = Reply.of("error_delete_not_active_instance")
+    error = reply.body["error"]
+    error["message"] = error["message"].replace(
+        "instanceId 7", "instanceId sg-chat-spot-z3_5d6e7f80"
+    )
+    return reply
+
+
+@pytest.mark.parametrize("kind", ["not_active", "not_found"])
+async def test_flexible_delete_of_a_gone_vm_relists_and_retries_with_the_live_ones(
+    flex_arm: ArmTransport, flex_compute: VmssCompute, kind: str
+) -> None:
+    flex_arm.on("POST", delete_of(FLEX_SPOT_Z3), gone_vm_error(kind))
+    # B is already on its way out: nothing to ask again for it either
+    flex_arm.on(
+        "GET", flex_vms_of(FLEX_SPOT_Z3), flex_vms(flex_vm(FLEX_A), flex_vm(FLEX_B, "Deleting"))
+    )
+    delete_ok(flex_arm, FLEX_SPOT_Z3)
+    asked = [FLEX_A, FLEX_B, "sg-chat-spot-z3_5d6e7f80"]
+
+    assert await flex_compute.delete("chat", asked) == asked
+
+    bodies = [d.body for d in flex_arm.requests("POST")]
+    assert bodies == [{"instanceIds": asked}, {"instanceIds": [FLEX_A]}]
+
+
+async def test_flexible_delete_of_vms_that_are_all_gone_is_done_after_the_relist(
+    flex_arm: ArmTransport, flex_compute: VmssCompute
+) -> None:
+    flex_arm.on("POST", delete_of(FLEX_SPOT_Z3), gone_vm_error("not_found"))
+    flex_arm.on("GET", flex_vms_of(FLEX_SPOT_Z3), flex_vms())
+
+    assert await flex_compute.delete("chat", [FLEX_A]) == [FLEX_A]
+    assert len(flex_arm.requests("POST")) == 1
+
+
+async def test_flexible_delete_refused_over_live_vms_is_raised_not_retried(
+    flex_arm: ArmTransport, flex_compute: VmssCompute
+) -> None:
+    refusal = gone_vm_error("not_active")
+    refusal.body["error"]["message"] = "Instance ids must belong to the scale set."
+    flex_arm.on("POST", delete_of(FLEX_SPOT_Z3), refusal)
+    flex_arm.on("GET", flex_vms_of(FLEX_SPOT_Z3), FLEX_BEFORE)
+
+    with pytest.raises(HttpResponseError) as failed:
+        await flex_compute.delete("chat", [FLEX_A, FLEX_B])
+
+    assert failed.value.status_code == 400
+    assert len(flex_arm.requests("POST")) == 1
+
+
+async def test_flexible_instances_maps_provisioning_states_and_zones(
+    flex_arm: ArmTransport, flex_compute: VmssCompute
+) -> None:
+    flex_arm.on(
+        "GET",
+        flex_vms_of(FLEX_SPOT_Z3),
+        flex_vms(
+            flex_vm(FLEX_A),
+            flex_vm(FLEX_B, "Creating"),
+            flex_vm("sg-chat-spot-z3_0c4e9b71", "Updating"),
+            flex_vm("sg-chat-spot-z3_93f1a6d2", "Failed"),
+            flex_vm("sg-chat-spot-z3_5d6e7f80", "Deleting"),
+            # the filter should keep others out; one that slips through is not counted
+            flex_vm("sg-other_0a1b2c3d", scale_set="sg-other"),
+        ),
+    )
+    flex_arm.on(
+        "GET", flex_vms_of(FLEX_OD_Z3), flex_vms(flex_vm("sg-chat-od-z3_4e2d1c0b", zone="3"))
+    )
+
+    found = await flex_compute.instances("chat")
+
+    assert sorted(found, key=lambda i: i.worker_id) == [
+        Instance("sg-chat-od-z3_4e2d1c0b", "chat", "on-demand", "3", "running"),
+        Instance("sg-chat-spot-z3_0c4e9b71", "chat", "spot", "3", "creating"),
+        Instance(FLEX_A, "chat", "spot", "3", "running"),
+        Instance("sg-chat-spot-z3_5d6e7f80", "chat", "spot", "3", "deleting"),
+        Instance(FLEX_B, "chat", "spot", "3", "creating"),
+        Instance("sg-chat-spot-z3_93f1a6d2", "chat", "spot", "3", "failed"),
+    ]
+
+
+async def test_a_mixed_pool_lists_provisions_and_deletes_in_each_scale_sets_own_mode(
+    mixed_arm: ArmTransport, mixed_compute: VmssCompute
+) -> None:
+    # instances: the Uniform sets through their VMs list, the Flexible ones through the VM list
+    mixed_arm.on("GET", vms_of(SPOT_Z2), vms(vm(SPOT_Z2, 0)))
+    mixed_arm.on("GET", vms_of(SPOT_Z1), vms(vm(SPOT_Z1, 1, zone="1")))
+    mixed_arm.on("GET", vms_of(ON_DEMAND_Z2), vms())
+    mixed_arm.on("GET", flex_vms_of(FLEX_SPOT_Z3), flex_vms(flex_vm(FLEX_A)))
+    mixed_arm.on("GET", flex_vms_of(FLEX_OD_Z3), flex_vms())
+
+    found = await mixed_compute.instances("chat")
+
+    assert sorted(i.worker_id for i in found) == ["sg-chat-spot-z1_1", "sg-chat-spot-z2_0", FLEX_A]
+
+    # provision: one Uniform and one Flexible scale-out
+    scale_out(
+        mixed_arm,
+        Reply.of("vmss_update_accepted"),
+        before=BEFORE,
+        after=vms(vm(SPOT_Z2, 0), vm(SPOT_Z2, 3), vm(SPOT_Z2, 4), vm(SPOT_Z2, 5)),
+    )
+    flex_scale_out(
+        mixed_arm,
+        Reply.of("vmss_flexible_update_accepted"),
+        before=FLEX_BEFORE,
+        after=flex_vms(flex_vm(FLEX_A), flex_vm(FLEX_B), flex_vm("sg-chat-spot-z3_0c4e9b71")),
+    )
+    mixed_arm.on(
+        "GET",
+        UPDATE_OP,
+        Reply.of("async_operation_succeeded"),
+        Reply.of("async_operation_succeeded"),
+    )
+
+    assert await mixed_compute.provision(SPOT_IN_ZONE_2) == [
+        "sg-chat-spot-z2_4",
+        "sg-chat-spot-z2_5",
+    ]
+    assert await mixed_compute.provision(ProvisionRequest("chat", "spot", "3", 1)) == [
+        "sg-chat-spot-z3_0c4e9b71"
+    ]
+
+    # delete: one call, two modes, each scale set gets the ids it understands
+    delete_ok(mixed_arm, SPOT_Z2)
+    mixed_arm.on("POST", delete_of(FLEX_SPOT_Z3), Reply.of("delete_instances_accepted"))
+    mixed_arm.on("GET", DELETE_OP + r".*monitor=true", Reply.of("delete_operation_monitor"))
+    mixed_arm.on("GET", DELETE_OP, Reply.of("delete_operation_succeeded"))
+
+    deleted = await mixed_compute.delete("chat", ["sg-chat-spot-z2_4", FLEX_A])
+
+    assert deleted == ["sg-chat-spot-z2_4", FLEX_A]
+    sent = {d.path.rsplit("/", 2)[-2]: d.body for d in mixed_arm.requests("POST")}
+    assert sent == {SPOT_Z2: {"instanceIds": ["4"]}, FLEX_SPOT_Z3: {"instanceIds": [FLEX_A]}}
+    assert len(mixed_arm.requests("GET", r"/virtualMachineScaleSets$")) == 1  # listed once
+
+
+async def test_a_uniform_worker_id_must_end_in_an_instance_number(
+    mixed_arm: ArmTransport, mixed_compute: VmssCompute
+) -> None:
+    with pytest.raises(ValueError, match="not a scale set VM name"):
+        await mixed_compute.delete("chat", [FLEX_A, "sg-chat-spot-z2_1f0c9a2e"])
+
+    assert mixed_arm.requests("POST") == []
+
+
+def test_orchestration_mode_is_read_from_the_listing_and_defaults_to_uniform() -> None:
+    from azure.mgmt.compute.models import VirtualMachineScaleSet
+
+    from spotgate.adapters.azure.vmss_layout import FLEXIBLE, UNIFORM, scale_set_of
+
+    flexible = VirtualMachineScaleSet(recorded("vmss_flexible_get")["body"])
+    uniform = VirtualMachineScaleSet(recorded("vmss_get")["body"])
+    unspecified_body = recorded("vmss_get")["body"]
+    del unspecified_body["properties"]["orchestrationMode"]
+    unspecified = VirtualMachineScaleSet(unspecified_body)
+
+    read = [scale_set_of(s) for s in (flexible, uniform, unspecified)]
+
+    assert [s.orchestration_mode if s else None for s in read] == [FLEXIBLE, UNIFORM, UNIFORM]
+    assert read[0] is not None and read[0].resource_id == f"{VMSS_ID}{FLEX_SPOT_Z3}"
+    assert (read[0].priority, read[0].zone, read[0].capacity) == ("spot", "3", 2)

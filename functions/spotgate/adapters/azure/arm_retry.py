@@ -146,3 +146,22 @@ def is_gone(err: AzureError) -> bool:
         (code or "").lower() == "invalidparameter" and "not an active" in message.lower()
         for code, message in _errors(err)
     )
+
+
+def instance_may_be_gone(err: HttpResponseError) -> bool:
+    """deleteInstances refused over the instances it was given: some may be gone already.
+
+    Beyond `is_gone`, any 400 InvalidParameter aimed at `instanceIds`: the
+    compute RP's wording for a Flexible scale set's vanished VM name is not
+    documented, so the caller re-lists and retries with the live ones, and
+    re-raises when every one of them is still there.
+    """
+    if is_gone(err):
+        return True
+    odata = err.error
+    return (
+        err.status_code == 400
+        and odata is not None
+        and (odata.code or "").lower() == "invalidparameter"
+        and (odata.target or "").lower() == "instanceids"
+    )

@@ -1,20 +1,60 @@
-"""The compute port on Azure: workers are VMs of Uniform VM Scale Sets, one per pool/priority/zone.
+"""The compute port on Azure: workers are VMs of VM Scale Sets, one per pool/priority/zone.
 
-Growing a scale set means raising `sku.capacity`; ARM then creates VMs
-named `{scale set}_{instance id}`, which is also what the agent on each VM
-registers as (IMDS `compute.name`). ARM does not say which VMs a capacity
-change made, so provision lists the VMs before and after and takes the
-difference; a per-scale-set lock keeps this process from muddling two
-differences (or a delete's lowered capacity) together.
+Each scale set is driven by its own orchestration mode (`orchestrationMode`
+in the VMSS GET/list answer; see vmss_layout.py), so a pool may mix both:
+
+- VMs: Uniform has scale-set VMs; Flexible has ordinary
+  `Microsoft.Compute/virtualMachines`.
+- VM name, which is the worker id: `{vmss}_{instance id}` / `{vmss}_{8 hex chars}`.
+- Listing: Virtual Machine Scale Set VMs - List / Virtual Machines - List of the
+  resource group with `$filter='virtualMachineScaleSet/id' eq '<vmss id>'`.
+- deleteInstances `instanceIds`: the instance ids / the VM names.
+- Scale-out: raising `sku.capacity`, in both (a Flexible scale set with a
+  `virtualMachineProfile` creates its VMs from it).
+- State and zone: `properties.provisioningState` and `zones` of the VM, in both.
+
+Growing a scale set means raising `sku.capacity`; ARM then creates VMs,
+whose name is also what the agent on each VM registers as (IMDS
+`compute.name`). ARM does not say which VMs a capacity change made, so
+provision lists the VMs before and after and takes the difference; a
+per-scale-set lock keeps this process from muddling two differences (or a
+delete's lowered capacity) together.
 
 Shrinking never touches capacity: ARM would pick the victims. Only
 `deleteInstances` on named, drained workers goes down, and it lowers the
-capacity by itself.
+capacity by itself. If ARM refuses it because a named instance is already
+gone, the scale set is listed again and the call retried once with the live
+ones.
 
 A scale-out can be refused up front (SkuNotAvailable, quota) or half fail
 in the long-running operation (ZonalAllocationFailed): the VMs that did not
 come up are deleted again, so a failed spot attempt costs nothing and does
 not hold capacity, and the ones that did are reported in CapacityError.
+
+What settled the Flexible-mode behaviour (each page, then what it settled):
+learn.microsoft.com/azure/virtual-machine-scale-sets/virtual-machine-scale-sets-instance-ids
+    Flexible VMs are named `{scale-set-name}_{8-char-guid}`; their instance id is the VM name.
+learn.microsoft.com/azure/virtual-machine-scale-sets/orchestration-modes-api-comparison
+    Flexible has no scale-set VM APIs but keeps the "VMSS Batch delete API"; instances are
+    found by their `properties.virtualMachineScaleSet.id`.
+learn.microsoft.com/azure/virtual-machine-scale-sets/virtual-machine-scale-sets-orchestration-modes
+    details of many Flexible VMs: Resource Graph "or the standard List VM API".
+learn.microsoft.com/rest/api/compute/virtualmachines/list
+    `$filter` allows exactly `'virtualMachineScaleSet/id' eq '<vmss id>'` (so does
+    azure-mgmt-compute's `virtual_machines.list(filter=...)`); VM bodies carry `zones`,
+    `properties.provisioningState` and `properties.virtualMachineScaleSet.id`.
+learn.microsoft.com/azure/virtual-machines/flexible-virtual-machine-scale-sets
+    "define a VM profile ... You can then set the capacity parameter to increase or
+    decrease the number of VM instances" (the -rest-api page's template: `orchestrationMode:
+    Flexible` with `sku.capacity` and `virtualMachineProfile`).
+learn.microsoft.com/azure/virtual-machine-scale-sets/resilient-vm-create-delete
+    listing `.../virtualMachineScaleSets/{vmss}/virtualMachines` is "for Uniform
+    orchestration only"; Flexible VMs are addressed by instance name.
+github.com/Azure/vm-scale-sets/blob/golang-delete/vmss-flex-golang-sample/main.flex.go
+    the VMSS team's sample (from Azure/azure-sdk-for-go#19636): one BeginDeleteInstances
+    on a Flexible scale set whose InstanceIDs are the VM names.
+Not documented anywhere found: the error deleteInstances gives for a Flexible VM name that
+is already gone, hence `instance_may_be_gone` (arm_retry.py) and the re-list before retrying.
 """
 
 from __future__ import annotations
@@ -30,26 +70,27 @@ from azure.mgmt.compute.aio import ComputeManagementClient
 from azure.mgmt.compute.models import (
     Sku,
     VirtualMachineScaleSetUpdate,
-    VirtualMachineScaleSetVM,
     VirtualMachineScaleSetVMInstanceRequiredIDs,
 )
 
 from spotgate.adapters.azure.arm_retry import (
     RETRY_DEFAULTS,
     capacity_refusal,
-    is_gone,
+    instance_may_be_gone,
     surfacing_transient,
 )
 from spotgate.adapters.azure.vmss_layout import (
     POOL_TAG,
     ScaleSet,
+    ScaleSetVm,
+    flexible_member_of,
+    flexible_vm,
+    instance_id_of,
     pick,
+    scale_set_name_of,
     scale_set_of,
-    split_worker_id,
-    vm_provisioning_state,
-    vm_state,
-    worker_id_of,
-    zone_of,
+    uniform_vm,
+    vmss_filter,
 )
 from spotgate.clock import Clock, SystemClock
 from spotgate.fleet.compute import CapacityError, Instance, ProvisionRequest
@@ -80,6 +121,7 @@ class VmssCompute:
             credential, subscription_id, **{**RETRY_DEFAULTS, **client_kwargs}
         )
         self._credential = credential if owns_credential else None
+        self._subscription = subscription_id
         self._rg = resource_group
         self._clock = clock or SystemClock()
         self._ttl = listing_ttl_s
@@ -119,43 +161,42 @@ class VmssCompute:
                 return await self._scale_out(target, request)
 
     async def delete(self, pool: str, worker_ids: Sequence[str]) -> list[str]:
-        by_scale_set: dict[str, list[str]] = {}
+        workers: dict[str, list[str]] = {}
         for worker_id in dict.fromkeys(worker_ids):
-            name, instance_id = split_worker_id(worker_id)
-            by_scale_set.setdefault(name, []).append(instance_id)
-        listing = await self._scale_sets_named(by_scale_set)
-        for name in by_scale_set:
-            if name in listing and listing[name].pool != pool:
+            workers.setdefault(scale_set_name_of(worker_id), []).append(worker_id)
+        listing = await self._scale_sets_named(workers)
+        by_scale_set: dict[str, list[str]] = {}
+        for name, named in workers.items():
+            if name not in listing:
+                continue  # Scale sets that no longer exist took their VMs with them.
+            scale_set = listing[name]
+            if scale_set.pool != pool:
                 raise ValueError(f"scale set {name} is not tagged {POOL_TAG}={pool}: not deleting")
+            by_scale_set[name] = [instance_id_of(scale_set, w) for w in named]
         results = await asyncio.gather(
-            *(
-                self._delete_from(name, ids)
-                for name, ids in by_scale_set.items()
-                if name in listing
-            ),
+            *(self._delete_from(listing[name], ids) for name, ids in by_scale_set.items()),
             return_exceptions=True,
         )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        # Scale sets that no longer exist took their VMs with them.
         return list(dict.fromkeys(worker_ids))
 
     async def instances(self, pool: str) -> list[Instance]:
         scale_sets = await self._pool(pool)
         if not scale_sets:
             scale_sets = await self._pool(pool, refresh=True)
-        listed = await asyncio.gather(*(self._vms_or_none(s.name) for s in scale_sets))
+        listed = await asyncio.gather(*(self._vms_or_none(s) for s in scale_sets))
         found: list[Instance] = []
         for scale_set, vms in zip(scale_sets, listed, strict=True):
             for vm in vms or []:
                 found.append(
                     Instance(
-                        worker_id=worker_id_of(scale_set.name, vm),
+                        worker_id=vm.worker_id,
                         pool=pool,
                         priority=scale_set.priority,
-                        zone=zone_of(vm.zones) or scale_set.zone,
-                        state=vm_state(vm_provisioning_state(vm)),
+                        zone=vm.zone or scale_set.zone,
+                        state=vm.state,
                     )
                 )
         return found
@@ -170,7 +211,9 @@ class VmssCompute:
             self._listed_at = None
             raise ScaleSetNotFound(f"scale set {target.name} is gone from {self._rg}") from err
         sku = current.sku or Sku()
-        before = {worker_id_of(target.name, vm) for vm in await self._vms(target.name)}
+        before = {vm.worker_id for vm in await self._vms(target)}
+        # The same PATCH grows either mode: a Flexible scale set with a
+        # virtualMachineProfile creates VMs from it when its capacity goes up.
         update = VirtualMachineScaleSetUpdate(
             sku=Sku(name=sku.name, tier=sku.tier, capacity=(sku.capacity or 0) + request.count)
         )
@@ -188,17 +231,16 @@ class VmssCompute:
         except HttpResponseError as err:
             refusal = err
         started: list[str] = []
-        failed: list[VirtualMachineScaleSetVM] = []
-        for vm in await self._vms(target.name):
-            worker_id = worker_id_of(target.name, vm)
-            if worker_id in before:
+        failed: list[ScaleSetVm] = []
+        for vm in await self._vms(target):
+            if vm.worker_id in before:
                 continue
-            if vm_state(vm_provisioning_state(vm)) == "failed":
+            if vm.state == "failed":
                 failed.append(vm)
             else:
-                started.append(worker_id)
+                started.append(vm.worker_id)
         if failed:
-            await self._discard(target.name, failed)
+            await self._discard(target, failed)
         if refusal is not None:
             capacity = self._capacity_error(refusal, request, provisioned=started)
             if capacity is None:
@@ -226,35 +268,46 @@ class VmssCompute:
             provisioned=provisioned,
         )
 
-    async def _discard(self, scale_set: str, vms: list[VirtualMachineScaleSetVM]) -> None:
+    async def _discard(self, scale_set: ScaleSet, vms: list[ScaleSetVm]) -> None:
         """Deletes VMs that failed to start; failing that is logged, not raised over the refusal."""
-        ids = [vm.instance_id or split_worker_id(worker_id_of(scale_set, vm))[1] for vm in vms]
+        ids = [vm.instance_id for vm in vms]
         try:
-            await self._delete_instances(scale_set, ids)
+            await self._delete_instances(scale_set.name, ids)
         except HttpResponseError as err:
-            log.warning("%s: could not delete failed instances %s: %s", scale_set, ids, err)
+            log.warning("%s: could not delete failed instances %s: %s", scale_set.name, ids, err)
 
     # --- scale-in ---
 
-    async def _delete_from(self, scale_set: str, instance_ids: list[str]) -> None:
-        with surfacing_transient(f"deleting {len(instance_ids)} instances of {scale_set}"):
-            async with self._lock(scale_set):
+    async def _delete_from(self, scale_set: ScaleSet, instance_ids: list[str]) -> None:
+        name = scale_set.name
+        with surfacing_transient(f"deleting {len(instance_ids)} instances of {name}"):
+            async with self._lock(name):
                 try:
-                    await self._delete_instances(scale_set, instance_ids)
+                    await self._delete_instances(name, instance_ids)
                     return
                 except HttpResponseError as err:
-                    if not is_gone(err):
+                    if not instance_may_be_gone(err):
                         raise
-                    if err.status_code == 404:
+                    if err.status_code == 404 and not scale_set.flexible:
                         self._listed_at = None
                         return  # the scale set itself is gone
+                    refused = err
                 # One id already gone fails the whole call: retry once with the live ones.
-                live = {vm.instance_id for vm in await self._vms_or_none(scale_set) or []}
+                # (For Flexible a 404 may name the VM as well as the scale set; the
+                # listing tells, and a Flexible scale set cannot be deleted with VMs in it.)
+                live = {
+                    vm.instance_id
+                    for vm in await self._vms_or_none(scale_set) or []
+                    if vm.state != "deleting"
+                }
                 remaining = [i for i in instance_ids if i in live]
+                if remaining == instance_ids:
+                    raise refused  # every one is still there: the refusal is about something else
                 if remaining:
-                    await self._delete_instances(scale_set, remaining)
+                    await self._delete_instances(name, remaining)
 
     async def _delete_instances(self, scale_set: str, instance_ids: list[str]) -> None:
+        """deleteInstances: instance ids for Uniform, VM names for Flexible, same call."""
         poller = await self._client.virtual_machine_scale_sets.begin_delete_instances(
             self._rg,
             scale_set,
@@ -303,18 +356,36 @@ class VmssCompute:
             self._listing, self._listed_at = listing, now
         return self._listing
 
-    async def _vms(self, scale_set: str) -> list[VirtualMachineScaleSetVM]:
-        ops = self._client.virtual_machine_scale_set_vms
-        return [vm async for vm in ops.list(self._rg, scale_set)]
+    async def _vms(self, scale_set: ScaleSet) -> list[ScaleSetVm]:
+        if not scale_set.flexible:
+            ops = self._client.virtual_machine_scale_set_vms
+            return [
+                uniform_vm(scale_set.name, vm) async for vm in ops.list(self._rg, scale_set.name)
+            ]
+        # Flexible: ordinary VMs, listed from the resource group by their scale set.
+        scale_set_id = scale_set.resource_id or self._scale_set_id(scale_set.name)
+        found: list[ScaleSetVm] = []
+        vms = self._client.virtual_machines.list(self._rg, filter=vmss_filter(scale_set_id))
+        async for vm in vms:
+            listed = flexible_vm(vm) if flexible_member_of(vm, scale_set_id) else None
+            if listed is not None:
+                found.append(listed)
+        return found
 
-    async def _vms_or_none(self, scale_set: str) -> list[VirtualMachineScaleSetVM] | None:
+    async def _vms_or_none(self, scale_set: ScaleSet) -> list[ScaleSetVm] | None:
         """The VMs, or None if the scale set vanished since it was listed (then listed afresh)."""
         try:
-            with surfacing_transient(f"listing VMs of {scale_set}"):
+            with surfacing_transient(f"listing VMs of {scale_set.name}"):
                 return await self._vms(scale_set)
         except ResourceNotFoundError:
             self._listed_at = None
             return None
+
+    def _scale_set_id(self, name: str) -> str:
+        return (
+            f"/subscriptions/{self._subscription}/resourceGroups/{self._rg}"
+            f"/providers/Microsoft.Compute/virtualMachineScaleSets/{name}"
+        )
 
     def _lock(self, scale_set: str) -> asyncio.Lock:
         return self._locks.setdefault(scale_set, asyncio.Lock())

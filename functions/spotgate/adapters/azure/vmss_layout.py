@@ -6,6 +6,17 @@ provider decides on, so the mapping can be read (and tested) in one place.
 The resource group is laid out by the infrastructure (bicep), one scale set
 per (pool, priority, zone), each tagged `spotgate-pool=<pool>`. Tags rather
 than names are the contract, so operators can name scale sets as they like.
+
+Scale sets come in two orchestration modes (`properties.orchestrationMode`,
+fixed at creation; absent means Uniform), and their VMs differ in kind:
+
+- Uniform: scale-set VMs (`…/virtualMachineScaleSets/{vmss}/virtualMachines/{n}`),
+  named `{vmss}_{instance id}`, the instance id a decimal number.
+- Flexible: ordinary VMs (`Microsoft.Compute/virtualMachines`), named
+  `{vmss}_{8 hex chars}`, whose scale-set "instance id" is the VM name itself.
+
+Either way the VM name is what IMDS reports as `compute.name`, so it is the
+worker id; `ScaleSetVm.instance_id` is what `deleteInstances` wants.
 """
 
 from __future__ import annotations
@@ -13,12 +24,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from azure.mgmt.compute.models import VirtualMachineScaleSet, VirtualMachineScaleSetVM
+from azure.mgmt.compute.models import (
+    VirtualMachine,
+    VirtualMachineScaleSet,
+    VirtualMachineScaleSetVM,
+)
 
 POOL_TAG = "spotgate-pool"
+UNIFORM = "Uniform"
+FLEXIBLE = "Flexible"
 
 # ARM provisioning states, as the monitor counts them. "Updating" is a scale-out
 # still settling (or a model update); neither serves yet from the monitor's view.
+# Scale-set VMs (Uniform) and plain VMs (Flexible) use the same values.
 _STATES = {
     "creating": "creating",
     "updating": "creating",
@@ -38,9 +56,25 @@ class ScaleSet:
     sku_name: str | None
     sku_tier: str | None
     capacity: int
+    orchestration_mode: str = UNIFORM  # UNIFORM | FLEXIBLE
+    resource_id: str | None = None  # the ARM id, which Flexible VMs point back to
+
+    @property
+    def flexible(self) -> bool:
+        return self.orchestration_mode == FLEXIBLE
 
     def describe(self) -> str:
         return f"{self.name} ({self.priority}, zone {self.zone or 'any'})"
+
+
+@dataclass(frozen=True)
+class ScaleSetVm:
+    """One VM of a scale set, whichever the mode."""
+
+    worker_id: str  # the VM name: what its agent registers as
+    instance_id: str  # what deleteInstances takes: Uniform's number, Flexible's VM name
+    zone: str | None
+    state: str  # creating | running | deleting | failed
 
 
 def priority_of(profile_priority: str | None) -> str:
@@ -51,6 +85,11 @@ def priority_of(profile_priority: str | None) -> str:
 def zone_of(zones: Sequence[str] | None) -> str | None:
     """A scale set spread over several zones cannot promise any one of them."""
     return zones[0] if zones and len(zones) == 1 else None
+
+
+def orchestration_mode_of(mode: str | None) -> str:
+    """Flexible when ARM says so; Uniform otherwise, as for scale sets that predate the field."""
+    return FLEXIBLE if (mode or "").lower() == "flexible" else UNIFORM
 
 
 def scale_set_of(vmss: VirtualMachineScaleSet) -> ScaleSet | None:
@@ -66,6 +105,8 @@ def scale_set_of(vmss: VirtualMachineScaleSet) -> ScaleSet | None:
         sku_name=sku.name if sku else None,
         sku_tier=sku.tier if sku else None,
         capacity=(sku.capacity or 0) if sku else 0,
+        orchestration_mode=orchestration_mode_of(vmss.orchestration_mode),
+        resource_id=vmss.id,
     )
 
 
@@ -86,7 +127,7 @@ def vm_state(provisioning_state: str | None) -> str:
     return _STATES.get((provisioning_state or "").lower(), "creating")
 
 
-def vm_provisioning_state(vm: VirtualMachineScaleSetVM) -> str | None:
+def vm_provisioning_state(vm: VirtualMachineScaleSetVM | VirtualMachine) -> str | None:
     """Read flattened, as azure-mgmt-compute before 35 spells it and later ones still accept."""
     state: str | None = vm.provisioning_state
     return state
@@ -97,11 +138,68 @@ def worker_id_of(scale_set: str, vm: VirtualMachineScaleSetVM) -> str:
     return vm.name or f"{scale_set}_{vm.instance_id}"
 
 
+def uniform_vm(scale_set: str, vm: VirtualMachineScaleSetVM) -> ScaleSetVm:
+    worker_id = worker_id_of(scale_set, vm)
+    return ScaleSetVm(
+        worker_id=worker_id,
+        instance_id=vm.instance_id or split_worker_id(worker_id)[1],
+        zone=zone_of(vm.zones),
+        state=vm_state(vm_provisioning_state(vm)),
+    )
+
+
+def flexible_vm(vm: VirtualMachine) -> ScaleSetVm | None:
+    """A Flexible scale set's VM is known by its name alone; one without a name is skipped."""
+    if not vm.name:
+        return None
+    return ScaleSetVm(
+        worker_id=vm.name,
+        instance_id=vm.name,
+        zone=zone_of(vm.zones),
+        state=vm_state(vm_provisioning_state(vm)),
+    )
+
+
+def flexible_member_of(vm: VirtualMachine, scale_set_id: str) -> bool:
+    """False only for a VM that names another scale set (ARM ids compare case-insensitively).
+
+    The `$filter` already asked ARM for this scale set's VMs; one without the
+    reference is taken on trust, since dropping it would hide a live worker.
+    """
+    ref = vm.virtual_machine_scale_set
+    return ref is None or not ref.id or ref.id.lower() == scale_set_id.lower()
+
+
+def vmss_filter(scale_set_id: str) -> str:
+    """The `$filter` of Virtual Machines - List that keeps one Flexible scale set's VMs."""
+    return f"'virtualMachineScaleSet/id' eq '{scale_set_id}'"
+
+
+def scale_set_name_of(worker_id: str) -> str:
+    """The scale set a worker belongs to: both modes name VMs `{scale set}_{suffix}`.
+
+    Scale set names may themselves hold "_"; the suffix never does.
+    """
+    scale_set, sep, suffix = worker_id.rpartition("_")
+    if not sep or not scale_set or not suffix:
+        raise ValueError(
+            f"{worker_id!r} is not a scale set VM name ({{scale set}}_{{instance id or suffix}})"
+        )
+    return scale_set
+
+
 def split_worker_id(worker_id: str) -> tuple[str, str]:
-    """(scale set, instance id) of a worker id; scale set names may themselves hold "_"."""
+    """(scale set, instance id) of a Uniform worker id."""
     scale_set, sep, instance_id = worker_id.rpartition("_")
     if not sep or not scale_set or not instance_id.isdigit():
         raise ValueError(
             f"{worker_id!r} is not a scale set VM name ({{scale set}}_{{instance id}})"
         )
     return scale_set, instance_id
+
+
+def instance_id_of(scale_set: ScaleSet, worker_id: str) -> str:
+    """What deleteInstances takes for this worker: Flexible takes the VM name as it is."""
+    if scale_set.flexible:
+        return worker_id
+    return split_worker_id(worker_id)[1]

@@ -1,0 +1,380 @@
+// spotgate on Azure: the control plane (Function app on Flex Consumption, Durable Functions),
+// its data (Cosmos DB serverless, Storage), secrets (Key Vault), telemetry (Log Analytics +
+// Application Insights), the network, and the GPU worker pool (spot + on-demand VM Scale Sets).
+// Deployed by `azd up` at subscription scope: it creates the resource group too.
+// No output carries a secret: read them from the vault (see bicep/README.md).
+
+targetScope = 'subscription'
+
+// ------------------------------------------------------------------------------------------
+// Environment
+// ------------------------------------------------------------------------------------------
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name: names the resource group and seeds every other name.')
+param environmentName string
+
+@minLength(1)
+@description('Region of every resource (Flex Consumption, availability zones and the GPU SKU must all be offered there).')
+param location string
+
+@description('Object id of the deploying user or service principal (azd: AZURE_PRINCIPAL_ID). Gets Key Vault Secrets Officer and Cosmos DB data access. Empty: none.')
+param principalId string = ''
+
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
+
+// Name overrides (empty: derived from environmentName).
+param resourceGroupName string = ''
+param functionAppName string = ''
+param storageAccountName string = ''
+param cosmosAccountName string = ''
+param keyVaultName string = ''
+param logAnalyticsName string = ''
+param appInsightsName string = ''
+
+// ------------------------------------------------------------------------------------------
+// The worker pool
+// ------------------------------------------------------------------------------------------
+
+@minLength(1)
+@maxLength(40)
+@description('Pool name (lowercase letters, digits, hyphens: it names a storage queue and scale sets).')
+param pool string = 'default'
+
+@description('Model name the workers serve (what clients put in `model`).')
+param model string = 'qwen2.5-7b-instruct'
+
+@description('Where vLLM loads the model from: a Hugging Face repo id (or a path baked into the image).')
+param modelSource string = 'Qwen/Qwen2.5-7B-Instruct'
+
+@description('vLLM OpenAI-server container image, pinned (never :latest; a copy in your own registry avoids Docker Hub pull limits).')
+param vllmImage string = 'vllm/vllm-openai:v0.11.0'
+
+@description('Availability zones that get a spot scale set each.')
+param zones array = [
+  '1'
+  '2'
+  '3'
+]
+
+@description('Deploy the on-demand scale set the fleet falls back to when spot is refused.')
+param deployOnDemand bool = true
+
+@minValue(0)
+param minWorkers int = 0
+
+@minValue(1)
+param maxWorkers int = 4
+
+@description('GPU VM size of every worker scale set.')
+param workerVmSize string = 'Standard_NC24ads_A100_v4'
+
+@description('Worker image: an Ubuntu HPC image with the NVIDIA driver, CUDA and a container runtime.')
+param workerImagePublisher string = 'microsoft-dsvm'
+param workerImageOffer string = 'ubuntu-hpc'
+param workerImageSku string = '2204'
+param workerImageVersion string = 'latest'
+
+@minValue(64)
+param workerOsDiskSizeGB int = 256
+
+param workerAdminUsername string = 'azureuser'
+
+@minLength(1)
+@description('SSH public key for the workers\' admin user; password login is disabled (azd: SPOTGATE_WORKER_SSH_PUBLIC_KEY).')
+param workerSshPublicKey string
+
+@allowed([
+  'scaleSets'
+  'resourceGroup'
+])
+@description('Scope of the fleet manager\'s Virtual Machine Contributor role: each worker scale set, or the resource group.')
+param computeRoleScope string = 'scaleSets'
+
+// ------------------------------------------------------------------------------------------
+// Control plane
+// ------------------------------------------------------------------------------------------
+
+@allowed([
+  512
+  2048
+  4096
+])
+param functionsInstanceMemoryMB int = 2048
+
+@minValue(40)
+@maxValue(1000)
+param functionsMaximumInstanceCount int = 40
+
+@description('Key Vault purge protection (irreversible). Turn on for production.')
+param enablePurgeProtection bool = false
+
+@description('Send the subscription\'s Activity Log (Administrative) to the workspace: the fleet manager reads spot evictions there.')
+param exportActivityLog bool = true
+
+// ------------------------------------------------------------------------------------------
+// Secrets: generated on first deployment (newGuid is legal only as a parameter default).
+// azd passes the vault's current values back in (main.parameters.json), so a re-provision
+// keeps them instead of rotating every key.
+// ------------------------------------------------------------------------------------------
+
+@secure()
+@description('Operator key for /fleet and the orchestration endpoints.')
+param adminKey string = 'sg-admin-${newGuid()}'
+
+@secure()
+@description('Token the worker agents present to the control plane.')
+param fleetToken string = 'sg-fleet-${newGuid()}'
+
+@secure()
+@description('The first client API key (SPOTGATE_API_KEYS holds it as a JSON list).')
+param apiKey string = 'sk-sg-${newGuid()}'
+
+@secure()
+@description('Key of a paid OpenAI-compatible spillover endpoint (optional).')
+param spilloverApiKey string = ''
+
+// ------------------------------------------------------------------------------------------
+// Names
+// ------------------------------------------------------------------------------------------
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+  application: 'spotgate'
+}
+
+var names = {
+  resourceGroup: empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
+  functionApp: empty(functionAppName) ? 'func-${resourceToken}' : functionAppName
+  plan: 'plan-${resourceToken}'
+  storage: empty(storageAccountName) ? 'st${resourceToken}' : storageAccountName
+  cosmos: empty(cosmosAccountName) ? 'cosmos-${resourceToken}' : cosmosAccountName
+  keyVault: empty(keyVaultName) ? 'kv-${resourceToken}' : keyVaultName
+  logAnalytics: empty(logAnalyticsName) ? 'log-${resourceToken}' : logAnalyticsName
+  appInsights: empty(appInsightsName) ? 'appi-${resourceToken}' : appInsightsName
+  vnet: 'vnet-${resourceToken}'
+  workersNsg: 'nsg-workers-${resourceToken}'
+  natGateway: 'nat-${resourceToken}'
+  natPublicIp: 'pip-nat-${resourceToken}'
+  functionsIdentity: 'id-func-${resourceToken}'
+  workersIdentity: 'id-workers-${resourceToken}'
+  scaleSetPrefix: 'vmss-${pool}'
+}
+
+// The control plane's address, known before the app exists (workers are built first).
+var controlPlaneUrl = 'https://${names.functionApp}.azurewebsites.net'
+var fleetTokenSecretName = 'fleet-token'
+
+// ------------------------------------------------------------------------------------------
+// Resources
+// ------------------------------------------------------------------------------------------
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: names.resourceGroup
+  location: location
+  tags: tags
+}
+
+module identities 'modules/identities.bicep' = {
+  name: 'identities'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    functionsIdentityName: names.functionsIdentity
+    workersIdentityName: names.workersIdentity
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsName: names.logAnalytics
+    appInsightsName: names.appInsights
+  }
+}
+
+module network 'modules/network.bicep' = {
+  name: 'network'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    vnetName: names.vnet
+    nsgName: names.workersNsg
+    natGatewayName: names.natGateway
+    natPublicIpName: names.natPublicIp
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    storageAccountName: names.storage
+    pools: [
+      pool
+    ]
+  }
+}
+
+module cosmos 'modules/cosmos.bicep' = {
+  name: 'cosmos'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    accountName: names.cosmos
+    functionsPrincipalId: identities.outputs.functionsPrincipalId
+    principalId: principalId
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    keyVaultName: names.keyVault
+    enablePurgeProtection: enablePurgeProtection
+    adminKey: adminKey
+    fleetToken: fleetToken
+    apiKey: apiKey
+    spilloverApiKey: spilloverApiKey
+  }
+}
+
+module workers 'modules/workers.bicep' = {
+  name: 'workers'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    pool: pool
+    namePrefix: names.scaleSetPrefix
+    zones: zones
+    deployOnDemand: deployOnDemand
+    vmSize: workerVmSize
+    imagePublisher: workerImagePublisher
+    imageOffer: workerImageOffer
+    imageSku: workerImageSku
+    imageVersion: workerImageVersion
+    osDiskSizeGB: workerOsDiskSizeGB
+    adminUsername: workerAdminUsername
+    sshPublicKey: workerSshPublicKey
+    subnetId: network.outputs.workersSubnetId
+    identityName: identities.outputs.workersIdentityName
+    controlPlaneUrl: controlPlaneUrl
+    keyVaultUrl: keyVault.outputs.vaultUri
+    fleetTokenSecretName: fleetTokenSecretName
+    model: model
+    modelSource: modelSource
+    vllmImage: vllmImage
+  }
+}
+
+module roles 'modules/roles.bicep' = {
+  name: 'roles'
+  scope: rg
+  params: {
+    functionsPrincipalId: identities.outputs.functionsPrincipalId
+    workersPrincipalId: identities.outputs.workersPrincipalId
+    principalId: principalId
+    principalType: principalType
+    storageAccountName: storage.outputs.storageAccountName
+    keyVaultName: keyVault.outputs.keyVaultName
+    logAnalyticsName: monitoring.outputs.logAnalyticsName
+    appInsightsName: monitoring.outputs.appInsightsName
+    workersIdentityName: identities.outputs.workersIdentityName
+    vnetName: network.outputs.vnetName
+    workersSubnetName: network.outputs.workersSubnetName
+    workerScaleSetNames: concat(workers.outputs.spotScaleSetNames, workers.outputs.onDemandScaleSetNames)
+    computeRoleScope: computeRoleScope
+    fleetTokenSecretName: fleetTokenSecretName
+  }
+}
+
+// The app comes last, once its roles exist: Key Vault references and identity-based
+// AzureWebJobsStorage are resolved when the site starts.
+module functions 'modules/functions.bicep' = {
+  name: 'functions'
+  scope: rg
+  dependsOn: [
+    roles
+  ]
+  params: {
+    location: location
+    tags: tags
+    functionAppName: names.functionApp
+    planName: names.plan
+    identityName: identities.outputs.functionsIdentityName
+    storageAccountName: storage.outputs.storageAccountName
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    appInsightsName: monitoring.outputs.appInsightsName
+    logAnalyticsName: monitoring.outputs.logAnalyticsName
+    keyVaultName: keyVault.outputs.keyVaultName
+    cosmosAccountName: cosmos.outputs.accountName
+    cosmosDatabaseName: cosmos.outputs.databaseName
+    subnetId: network.outputs.functionsSubnetId
+    pools: [
+      pool
+    ]
+    models: [
+      model
+    ]
+    zones: zones
+    minWorkers: minWorkers
+    maxWorkers: maxWorkers
+    instanceMemoryMB: functionsInstanceMemoryMB
+    maximumInstanceCount: functionsMaximumInstanceCount
+    spilloverEnabled: !empty(spilloverApiKey)
+  }
+}
+
+// Spot evictions are logged in the subscription's Activity Log; the fleet manager queries
+// them (AzureActivity) in the workspace.
+resource activityLogExport 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (exportActivityLog) {
+  name: 'spotgate-${environmentName}-activity'
+  properties: {
+    workspaceId: monitoring.outputs.logAnalyticsId
+    logs: [
+      {
+        category: 'Administrative'
+        enabled: true
+      }
+    ]
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Outputs (azd stores them in the environment's .env). Names and endpoints only.
+// ------------------------------------------------------------------------------------------
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functions.outputs.functionAppName
+output SPOTGATE_URL string = functions.outputs.url
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.keyVaultName
+output AZURE_KEY_VAULT_ENDPOINT string = keyVault.outputs.vaultUri
+output AZURE_COSMOS_ENDPOINT string = cosmos.outputs.endpoint
+output AZURE_COSMOS_DATABASE string = cosmos.outputs.databaseName
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.storageAccountName
+output AZURE_LOG_ANALYTICS_WORKSPACE_NAME string = monitoring.outputs.logAnalyticsName
+output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.appInsightsName
+output SPOTGATE_POOL string = pool
+output SPOTGATE_WORKER_SCALE_SETS array = concat(workers.outputs.spotScaleSetNames, workers.outputs.onDemandScaleSetNames)
+output SPOTGATE_OUTBOUND_IP string = network.outputs.natPublicIpAddress

@@ -1,0 +1,195 @@
+// Cosmos DB (NoSQL, serverless) for the response cache, the worker registry, the fleet
+// journal, API keys and usage. Local (key) auth is off: clients use Entra ID and the
+// data-plane role below.
+//
+// The data-plane role assignments live here, not in roles.bicep: Cosmos DB's data-plane
+// RBAC is its own resource type (Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments)
+// with its own role definitions, not Microsoft.Authorization/roleAssignments.
+
+param location string
+param tags object = {}
+param accountName string
+param databaseName string = 'spotgate'
+
+@description('Principal id of the Function app\'s managed identity.')
+param functionsPrincipalId string
+
+@description('Principal id of the deploying user (optional): gets the same data access, for `spotgate` CLI use and debugging.')
+param principalId string = ''
+
+@description('Seconds the fleet journal keeps an entry that carries no `ttl` of its own.')
+param journalTtlSeconds int = 604800
+
+// Built-in "Cosmos DB Built-in Data Contributor" (data plane).
+var dataContributorRoleId = '00000000-0000-0000-0000-000000000002'
+
+var indexEverything = {
+  indexingMode: 'consistent'
+  automatic: true
+  includedPaths: [
+    {
+      path: '/*'
+    }
+  ]
+  excludedPaths: [
+    {
+      path: '/"_etag"/?'
+    }
+  ]
+}
+
+// The cache (and the worker registry) are read by id only: indexing would cost RUs for nothing.
+var indexNothing = {
+  indexingMode: 'consistent'
+  automatic: true
+  includedPaths: []
+  excludedPaths: [
+    {
+      path: '/*'
+    }
+  ]
+}
+
+// The journal is queried on kind and pool and ordered by seq; nothing else is indexed.
+// (spotgate/adapters/azure/cosmos_fleet_journal.py: JOURNAL_INDEXING_POLICY)
+var journalIndexing = {
+  indexingMode: 'consistent'
+  automatic: true
+  includedPaths: [
+    {
+      path: '/kind/?'
+    }
+    {
+      path: '/pool/?'
+    }
+    {
+      path: '/at/?'
+    }
+    {
+      path: '/seq/?'
+    }
+  ]
+  excludedPaths: [
+    {
+      path: '/*'
+    }
+  ]
+}
+
+// defaultTtl -1: TTL is on, and an item expires only when it carries its own `ttl`.
+// Workers are read whole or by id and upserted on every heartbeat: nothing indexed
+// (cosmos_worker_store.py: WORKERS_INDEXING_POLICY).
+var containers = [
+  {
+    name: 'cache'
+    partitionKey: '/id'
+    defaultTtl: -1
+    indexingPolicy: indexNothing
+  }
+  {
+    name: 'workers'
+    partitionKey: '/pool'
+    defaultTtl: -1
+    indexingPolicy: indexNothing
+  }
+  {
+    name: 'journal'
+    partitionKey: '/pool'
+    defaultTtl: journalTtlSeconds
+    indexingPolicy: journalIndexing
+  }
+  {
+    name: 'keys'
+    partitionKey: '/id'
+    defaultTtl: -1
+    indexingPolicy: indexEverything
+  }
+  {
+    name: 'usage'
+    partitionKey: '/key_id'
+    defaultTtl: -1
+    indexingPolicy: indexEverything
+  }
+]
+
+resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
+  name: accountName
+  location: location
+  tags: tags
+  kind: 'GlobalDocumentDB'
+  properties: {
+    databaseAccountOfferType: 'Standard'
+    consistencyPolicy: {
+      defaultConsistencyLevel: 'Session'
+    }
+    locations: [
+      {
+        locationName: location
+        failoverPriority: 0
+        isZoneRedundant: false
+      }
+    ]
+    capabilities: [
+      {
+        name: 'EnableServerless'
+      }
+    ]
+    disableLocalAuth: true
+    disableKeyBasedMetadataWriteAccess: true
+    minimalTlsVersion: 'Tls12'
+    publicNetworkAccess: 'Enabled'
+  }
+}
+
+resource database 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases@2024-11-15' = {
+  parent: account
+  name: databaseName
+  properties: {
+    resource: {
+      id: databaseName
+    }
+  }
+}
+
+resource containerResources 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-11-15' = [for c in containers: {
+  parent: database
+  name: c.name
+  properties: {
+    resource: {
+      id: c.name
+      partitionKey: {
+        paths: [
+          c.partitionKey
+        ]
+        kind: 'Hash'
+        version: 2
+      }
+      defaultTtl: c.defaultTtl
+      indexingPolicy: c.indexingPolicy
+    }
+  }
+}]
+
+resource functionsDataAccess 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = {
+  parent: account
+  name: guid(account.id, functionsPrincipalId, dataContributorRoleId)
+  properties: {
+    principalId: functionsPrincipalId
+    roleDefinitionId: '${account.id}/sqlRoleDefinitions/${dataContributorRoleId}'
+    scope: account.id
+  }
+}
+
+resource userDataAccess 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = if (!empty(principalId)) {
+  parent: account
+  name: guid(account.id, principalId, dataContributorRoleId)
+  properties: {
+    principalId: principalId
+    roleDefinitionId: '${account.id}/sqlRoleDefinitions/${dataContributorRoleId}'
+    scope: account.id
+  }
+}
+
+output accountName string = account.name
+output endpoint string = account.properties.documentEndpoint
+output databaseName string = database.name

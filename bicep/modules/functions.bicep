@@ -1,0 +1,289 @@
+// The control plane: the spotgate Function app (gateway + Durable fleet manager) on a Flex
+// Consumption plan, VNet-integrated so it can reach the workers' private addresses.
+// Everything signs in with the user-assigned identity: AzureWebJobsStorage (identity-based),
+// Cosmos DB, Key Vault references, Application Insights (AAD ingestion), VMSS management.
+// Secrets reach the app only as Key Vault references, never as values.
+
+param location string
+param tags object = {}
+param functionAppName string
+param planName string
+param identityName string
+param storageAccountName string
+param deploymentContainerName string
+param appInsightsName string
+param logAnalyticsName string
+param keyVaultName string
+param cosmosAccountName string
+param cosmosDatabaseName string = 'spotgate'
+param subnetId string
+
+@description('Pools the fleet manager runs (SPOTGATE_POOLS, a JSON list).')
+param pools array = [
+  'default'
+]
+
+@description('Models served even before a worker registers (SPOTGATE_MODELS).')
+param models array = []
+
+@description('Zones the spot scale sets are pinned to (SPOTGATE_ZONES).')
+param zones array = [
+  '1'
+  '2'
+  '3'
+]
+
+param minWorkers int = 0
+param maxWorkers int = 4
+
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Always-ready instances of the Durable group (orchestrations and activities), so the fleet monitor never waits on a cold start.')
+param durableAlwaysReady int = 1
+
+@description('True when the vault holds a spillover key: then SPILLOVER_API_KEY references it.')
+param spilloverEnabled bool = false
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = {
+  name: identityName
+}
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
+
+resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
+  name: logAnalyticsName
+}
+
+resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' existing = {
+  name: cosmosAccountName
+}
+
+var normalizedLocation = toLower(replace(location, ' ', ''))
+
+var baseSettings = [
+  // --- the Functions host: identity-based storage (no connection string, no key) ---
+  {
+    name: 'AzureWebJobsStorage__accountName'
+    value: storage.name
+  }
+  {
+    name: 'AzureWebJobsStorage__credential'
+    value: 'managedidentity'
+  }
+  {
+    name: 'AzureWebJobsStorage__clientId'
+    value: identity.properties.clientId
+  }
+  {
+    name: 'AzureWebJobsStorage__blobServiceUri'
+    value: storage.properties.primaryEndpoints.blob
+  }
+  {
+    name: 'AzureWebJobsStorage__queueServiceUri'
+    value: storage.properties.primaryEndpoints.queue
+  }
+  {
+    name: 'AzureWebJobsStorage__tableServiceUri'
+    value: storage.properties.primaryEndpoints.table
+  }
+  {
+    name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+    value: appInsights.properties.ConnectionString
+  }
+  {
+    name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+    value: 'Authorization=AAD;ClientId=${identity.properties.clientId}'
+  }
+  {
+    // DefaultAzureCredential picks the user-assigned identity by this.
+    name: 'AZURE_CLIENT_ID'
+    value: identity.properties.clientId
+  }
+  {
+    // FastAPI request/response types (HTTP streams) need worker indexing at init.
+    name: 'PYTHON_ENABLE_INIT_INDEXING'
+    value: '1'
+  }
+  // --- spotgate (spotgate.settings.Settings reads SPOTGATE_<FIELD>) ---
+  {
+    name: 'SPOTGATE_COMPUTE'
+    value: 'azure'
+  }
+  {
+    name: 'SPOTGATE_AZURE_SUBSCRIPTION_ID'
+    value: subscription().subscriptionId
+  }
+  {
+    name: 'SPOTGATE_AZURE_RESOURCE_GROUP'
+    value: resourceGroup().name
+  }
+  {
+    name: 'SPOTGATE_POOLS'
+    value: string(pools)
+  }
+  {
+    name: 'SPOTGATE_MODELS'
+    value: string(models)
+  }
+  {
+    name: 'SPOTGATE_ZONES'
+    value: string(zones)
+  }
+  {
+    name: 'SPOTGATE_MIN_WORKERS'
+    value: string(minWorkers)
+  }
+  {
+    name: 'SPOTGATE_MAX_WORKERS'
+    value: string(maxWorkers)
+  }
+  {
+    name: 'SPOTGATE_PUBLIC_URL'
+    value: 'https://${functionAppName}.azurewebsites.net'
+  }
+  {
+    // The package mount is read-only; anything local goes to the instance's temp space.
+    name: 'SPOTGATE_DATA_DIR'
+    value: '/tmp/spotgate'
+  }
+  {
+    name: 'SPOTGATE_STORE_BACKEND'
+    value: 'cosmos'
+  }
+  {
+    name: 'SPOTGATE_CACHE_BACKEND'
+    value: 'cosmos'
+  }
+  {
+    name: 'SPOTGATE_COSMOS_ENDPOINT'
+    value: cosmos.properties.documentEndpoint
+  }
+  {
+    name: 'SPOTGATE_COSMOS_DATABASE'
+    value: cosmosDatabaseName
+  }
+  {
+    name: 'SPOTGATE_BATCH_QUEUE_ACCOUNT_URL'
+    value: storage.properties.primaryEndpoints.queue
+  }
+  {
+    name: 'SPOTGATE_MONITOR_METRICS_ENDPOINT'
+    value: 'https://${normalizedLocation}.metrics.monitor.azure.com'
+  }
+  {
+    name: 'SPOTGATE_MONITOR_GATEWAY_RESOURCE_ID'
+    value: appInsights.id
+  }
+  {
+    name: 'SPOTGATE_MONITOR_WORKSPACE_ID'
+    value: workspace.properties.customerId
+  }
+  // --- secrets: Key Vault references, resolved by the platform with keyVaultReferenceIdentity ---
+  {
+    name: 'SPOTGATE_ADMIN_KEY'
+    value: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=admin-key)'
+  }
+  {
+    name: 'SPOTGATE_FLEET_TOKEN'
+    value: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=fleet-token)'
+  }
+  {
+    name: 'SPOTGATE_API_KEYS'
+    value: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=api-keys)'
+  }
+]
+
+// A model catalogue entry names this variable in `api_key_env` to use the spillover key.
+var spilloverSettings = [
+  {
+    name: 'SPILLOVER_API_KEY'
+    value: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=spillover-api-key)'
+  }
+]
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: functionAppName
+  location: location
+  tags: union(tags, {
+    'azd-service-name': 'api'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identity.id}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    clientCertEnabled: false
+    virtualNetworkSubnetId: subnetId
+    keyVaultReferenceIdentity: identity.id
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      appSettings: concat(baseSettings, spilloverEnabled ? spilloverSettings : [])
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identity.id
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+        alwaysReady: [
+          {
+            name: 'durable'
+            instanceCount: durableAlwaysReady
+          }
+        ]
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+output functionAppName string = site.name
+output defaultHostName string = site.properties.defaultHostName
+output url string = 'https://${site.properties.defaultHostName}'

@@ -1,0 +1,105 @@
+// Key Vault (RBAC authorization) holding the deployment's secrets. Their values come from
+// @secure() parameters of main.bicep (generated on the first `azd up`); nothing here outputs
+// a value. Readers: the Function app (Key Vault references in its app settings) and the
+// workers (the fleet token only), granted in roles.bicep.
+
+param location string
+param tags object = {}
+param keyVaultName string
+
+@description('Purge protection: once on, it cannot be turned off, and a deleted vault\'s name stays taken for the retention period. Turn on for production.')
+param enablePurgeProtection bool = false
+
+@minValue(7)
+@maxValue(90)
+param softDeleteRetentionInDays int = 7
+
+@secure()
+param adminKey string
+
+@secure()
+param fleetToken string
+
+@secure()
+@description('The first client API key; the vault holds it, and the JSON list the gateway reads.')
+param apiKey string
+
+@secure()
+@description('Key of the paid spillover endpoint (optional; empty: no secret is written).')
+param spilloverApiKey string = ''
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: keyVaultName
+  location: location
+  tags: tags
+  properties: {
+    tenantId: subscription().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: softDeleteRetentionInDays
+    // Only `true` or absent are accepted; `false` is refused by the service.
+    enablePurgeProtection: enablePurgeProtection ? true : null
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+}
+
+resource adminKeyItem 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'admin-key'
+  properties: {
+    value: adminKey
+    contentType: 'text/plain'
+  }
+}
+
+resource fleetTokenItem 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'fleet-token'
+  properties: {
+    value: fleetToken
+    contentType: 'text/plain'
+  }
+}
+
+// The single key, so azd's secretOrRandomPassword can read it back on the next provision.
+resource apiKeyItem 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'api-key'
+  properties: {
+    value: apiKey
+    contentType: 'text/plain'
+  }
+}
+
+// SPOTGATE_API_KEYS is a JSON list of keys.
+resource apiKeysItem 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'api-keys'
+  properties: {
+    value: string([
+      apiKey
+    ])
+    contentType: 'application/json'
+  }
+}
+
+resource spilloverKeyItem 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(spilloverApiKey)) {
+  parent: vault
+  name: 'spillover-api-key'
+  properties: {
+    value: spilloverApiKey
+    contentType: 'text/plain'
+  }
+}
+
+output keyVaultName string = vault.name
+output keyVaultId string = vault.id
+output vaultUri string = vault.properties.vaultUri

@@ -1,0 +1,43 @@
+// Log Analytics workspace and a workspace-based Application Insights component.
+// Local (instrumentation-key) ingestion is off: the Function app sends telemetry with its
+// managed identity (APPLICATIONINSIGHTS_AUTHENTICATION_STRING + Monitoring Metrics Publisher).
+
+param location string
+param tags object = {}
+param logAnalyticsName string
+param appInsightsName string
+param retentionInDays int = 30
+
+resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: logAnalyticsName
+  location: location
+  tags: tags
+  properties: {
+    sku: {
+      name: 'PerGB2018'
+    }
+    retentionInDays: retentionInDays
+    features: {
+      enableLogAccessUsingOnlyResourcePermissions: true
+    }
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: appInsightsName
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: workspace.id
+    DisableLocalAuth: true
+    IngestionMode: 'LogAnalytics'
+  }
+}
+
+output logAnalyticsName string = workspace.name
+output logAnalyticsId string = workspace.id
+output logAnalyticsCustomerId string = workspace.properties.customerId
+output appInsightsName string = appInsights.name
+output appInsightsId string = appInsights.id

@@ -1,0 +1,408 @@
+"""The fleet journal in a Cosmos DB container: evictions, refused capacity and decisions on Azure.
+
+Same contract as the SQLite journal (`FleetJournal` and the decision log),
+same write-behind pattern as the worker store: the monitor's activities and
+the fleet routes call it synchronously, so writes go into an in-memory
+window at once and reach Cosmos from a background task (coalesced, retried
+with backoff, flushed by `close()`); reads are served from the window.
+`pull(pool)` refreshes the window from Cosmos, which is how one instance
+learns what another recorded: the monitor's observe activity calls it for
+its pool before it reads the window.
+
+Container `journal`, partition key `/pool`, one item per entry, typed by
+`kind`:
+  - `eviction`: id `eviction:{pool}:{worker_id}`, deterministic, and written
+    with create (a 409 means "already there"), so an agent retrying its
+    report on any instance is still one eviction and the first report's
+    time stands;
+  - `capacity_failure`: a unique id per refusal;
+  - `decision`: id `decision:{seq}:{writer}`, the decision itself under
+    `decision`; the pool is the partition (`_` for a decision without one).
+Every item carries `seq` (a hybrid logical clock in microseconds: entries
+come back in the order they were recorded, across instances up to clock
+skew) and `writer`.
+
+Retention: `prune(before)` drops evictions and failures from the window and
+deletes them from Cosmos; decisions are capped at `max_decisions` in the
+window, and `pull` reads only the newest ones. In Cosmos both also carry a
+`ttl` (`event_ttl_s`, `decision_ttl_s`) so the container never grows without
+bound; that needs TTL on for the container (`defaultTtl` -1, as
+`ensure_database` creates it, or a number of seconds, as Bicep deploys it:
+an item's own `ttl` overrides it), and is ignored, harmlessly, where TTL is
+off.
+
+Queries filter on the pool rather than passing a partition key: Cosmos
+routes a `c.pool = @pool` filter to that one partition all the same, and the
+local emulator does not accept partition-scoped queries.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any, overload
+from urllib.parse import quote
+
+import orjson
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.cosmos.aio import ContainerProxy, CosmosClient
+
+from spotgate.adapters.azure.cosmos_worker_store import (
+    HybridClock,
+    WriteBehind,
+    WriteBehindOptions,
+    WriteOp,
+    WriteStats,
+)
+from spotgate.fleet.signals import CapacityFailure, EvictionSignal
+
+JOURNAL_CONTAINER = "journal"
+JOURNAL_PARTITION_KEY = "/pool"
+JOURNAL_DEFAULT_TTL = -1
+JOURNAL_INDEXING_POLICY: dict[str, Any] = {
+    "indexingMode": "consistent",
+    "automatic": True,
+    "includedPaths": [
+        {"path": "/kind/?"},
+        {"path": "/pool/?"},
+        {"path": "/at/?"},
+        {"path": "/seq/?"},
+    ],
+    "excludedPaths": [{"path": "/*"}],
+}
+"""Only what `pull` filters and orders on; decisions' bodies are never indexed."""
+
+EVICTION = "eviction"
+CAPACITY_FAILURE = "capacity_failure"
+DECISION = "decision"
+NO_POOL = "_"
+"""The partition of a decision that names no pool."""
+
+DEFAULT_MAX_DECISIONS = 2000
+DEFAULT_MAX_EVENTS_PER_POOL = 2000
+DEFAULT_EVENT_TTL_S = 2 * 86400
+DEFAULT_DECISION_TTL_S = 7 * 86400
+
+
+def _id_part(value: str) -> str:
+    """Cosmos ids may not hold / \\ ? #: escape them (ordinary names are unchanged)."""
+    return quote(value, safe="-_.~:@")
+
+
+def eviction_id(pool: str, worker_id: str) -> str:
+    return f"{EVICTION}:{_id_part(pool)}:{_id_part(worker_id)}"
+
+
+def _order(item: dict[str, Any]) -> tuple[int, str, str]:
+    return (int(item.get("seq") or 0), str(item.get("writer") or ""), str(item["id"]))
+
+
+class CosmosFleetJournal:
+    """A `FleetJournal` (and `DecisionLog`) over a Cosmos container, read from memory.
+
+    Host calls, all on the event loop: `await load()` and `await start()` at
+    startup, `await pull(pool)` before reading a pool's window (the
+    monitor's observe activity), `await close()` on shutdown.
+    """
+
+    def __init__(
+        self,
+        container: ContainerProxy,
+        *,
+        max_decisions: int = DEFAULT_MAX_DECISIONS,
+        max_events_per_pool: int = DEFAULT_MAX_EVENTS_PER_POOL,
+        event_ttl_s: int | None = DEFAULT_EVENT_TTL_S,
+        decision_ttl_s: int | None = DEFAULT_DECISION_TTL_S,
+        options: WriteBehindOptions | None = None,
+        instance_id: str | None = None,
+        owned_client: CosmosClient | None = None,
+        owned_credential: AsyncTokenCredential | None = None,
+    ) -> None:
+        if max_decisions <= 0 or max_events_per_pool <= 0:
+            raise ValueError("max_decisions and max_events_per_pool must be positive")
+        self._container = container
+        self._writes = WriteBehind(container, name="journal", options=options)
+        self._writer = instance_id or uuid.uuid4().hex[:12]
+        self._clock = HybridClock()
+        self._max_decisions = max_decisions
+        self._max_events = max_events_per_pool
+        self._event_ttl_s = event_ttl_s
+        self._decision_ttl_s = decision_ttl_s
+        self._events: dict[str, dict[str, dict[str, Any]]] = {}  # pool -> id -> item
+        self._decisions: dict[str, dict[str, Any]] = {}  # id -> item
+        self._ordered: list[dict[str, Any]] | None = None  # decisions by seq, cached
+        self._horizon = -math.inf
+        self._lock = threading.RLock()
+        self._client = owned_client
+        self._credential = owned_credential
+
+    @classmethod
+    def from_settings(cls, endpoint: str, database: str, **kwargs: Any) -> CosmosFleetJournal:
+        """As deployed: the managed identity, through azure-identity; the container must exist."""
+        from azure.identity.aio import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+        client = CosmosClient(endpoint, credential=credential)
+        container = client.get_database_client(database).get_container_client(JOURNAL_CONTAINER)
+        return cls(container, owned_client=client, owned_credential=credential, **kwargs)
+
+    @property
+    def stats(self) -> WriteStats:
+        return self._writes.stats
+
+    @property
+    def pending_writes(self) -> int:
+        return self._writes.pending_count
+
+    # --- evictions and capacity failures (sync; no I/O) ---
+
+    def record_eviction(self, pool: str, worker_id: str, zone: str | None, at: float) -> None:
+        item_id = eviction_id(pool, worker_id)
+        with self._lock:
+            if item_id in self._events.get(pool, {}):
+                return  # an agent retrying its report is one eviction
+            item = self._event(EVICTION, item_id, pool, at)
+            item.update(worker_id=worker_id, zone=zone)
+            self._add_event_locked(item)
+
+    def record_capacity_failure(
+        self, pool: str, priority: str, zone: str | None, reason: str, at: float
+    ) -> None:
+        item_id = f"{CAPACITY_FAILURE}:{_id_part(pool)}:{uuid.uuid4().hex}"
+        with self._lock:
+            item = self._event(CAPACITY_FAILURE, item_id, pool, at)
+            item.update(priority=priority, zone=zone, reason=reason)
+            self._add_event_locked(item)
+
+    def evictions(self, pool: str, since: float) -> list[EvictionSignal]:
+        return [
+            EvictionSignal(zone=item.get("zone"), at=float(item["at"]))
+            for item in self._events_of(pool, EVICTION)
+            if float(item["at"]) >= since
+        ]
+
+    def capacity_failures(self, pool: str, since: float) -> list[CapacityFailure]:
+        return [
+            CapacityFailure(
+                str(item.get("priority", "spot")),
+                item.get("zone"),
+                str(item.get("reason", "")),
+                float(item["at"]),
+            )
+            for item in self._events_of(pool, CAPACITY_FAILURE)
+            if float(item["at"]) >= since
+        ]
+
+    def prune(self, before: float) -> None:
+        """Drop evictions and failures older than `before`, here and (behind) in Cosmos."""
+        with self._lock:
+            self._horizon = max(self._horizon, float(before))
+            for pool, events in self._events.items():
+                for item_id in [i for i, item in events.items() if float(item["at"]) < before]:
+                    del events[item_id]
+                    self._writes.enqueue(WriteOp("delete", pool, item_id))
+
+    def _event(self, kind: str, item_id: str, pool: str, at: float) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "id": item_id,
+            "pool": pool,
+            "kind": kind,
+            "at": float(at),
+            "seq": self._clock.next(),
+            "writer": self._writer,
+        }
+        if self._event_ttl_s is not None:
+            item["ttl"] = int(self._event_ttl_s)
+        return item
+
+    def _add_event_locked(self, item: dict[str, Any]) -> None:
+        pool = str(item["pool"])
+        events = self._events.setdefault(pool, {})
+        events[str(item["id"])] = item
+        self._writes.enqueue(WriteOp("create", pool, str(item["id"]), item))
+        if len(events) > self._max_events:
+            self._events[pool] = self._newest(events.values(), self._max_events)
+
+    def _events_of(self, pool: str, kind: str) -> list[dict[str, Any]]:
+        with self._lock:
+            items = [i for i in self._events.get(pool, {}).values() if i.get("kind") == kind]
+        return sorted(items, key=_order)
+
+    @staticmethod
+    def _newest(items: Iterable[dict[str, Any]], n: int) -> dict[str, dict[str, Any]]:
+        kept = sorted(items, key=_order)[-n:]
+        return {str(item["id"]): item for item in kept}
+
+    # --- the decision log (sync; no I/O) ---
+
+    def append(self, decision: dict[str, Any]) -> None:
+        doc = orjson.loads(orjson.dumps(decision))  # a JSON copy; fails here if it is not JSON
+        pool = decision.get("pool")
+        partition = NO_POOL if pool is None else str(pool)
+        with self._lock:
+            seq = self._clock.next()
+            item: dict[str, Any] = {
+                "id": f"{DECISION}:{seq}:{self._writer}",
+                "pool": partition,
+                "kind": DECISION,
+                "seq": seq,
+                "writer": self._writer,
+                "decision": doc,
+            }
+            if self._decision_ttl_s is not None:
+                item["ttl"] = int(self._decision_ttl_s)
+            self._decisions[item["id"]] = item
+            self._trim_decisions_locked()
+            self._writes.enqueue(WriteOp("create", partition, item["id"], item))
+
+    def recent(self, n: int) -> list[dict[str, Any]]:
+        """The newest `n` decisions, oldest first, like the in-memory log."""
+        return self._docs(self._window()[-n:]) if n > 0 else []
+
+    def recent_for_pool(self, pool: str, n: int) -> list[dict[str, Any]]:
+        """The newest `n` decisions of one pool, oldest first."""
+        if n <= 0:
+            return []
+        return self._docs([i for i in self._window() if i["pool"] == pool][-n:])
+
+    def __len__(self) -> int:
+        return len(self._window())
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        """List-style reads of the decisions, so it stands in for the in-memory log (`j[-1]`)."""
+        window = self._window()
+        if isinstance(index, slice):
+            return self._docs(window[index])
+        return self._docs([window[index]])[0]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._docs(self._window()))
+
+    def _window(self) -> list[dict[str, Any]]:
+        with self._lock:
+            if self._ordered is None:
+                self._ordered = sorted(self._decisions.values(), key=_order)
+            return self._ordered
+
+    @staticmethod
+    def _docs(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        docs: list[dict[str, Any]] = orjson.loads(orjson.dumps([i["decision"] for i in items]))
+        return docs
+
+    def _trim_decisions_locked(self) -> None:
+        self._ordered = None
+        if len(self._decisions) > self._max_decisions:
+            self._decisions = self._newest(self._decisions.values(), self._max_decisions)
+
+    # --- lifecycle and sync with Cosmos (async) ---
+
+    async def start(self) -> None:
+        """Start the background writer on the running event loop (after `load()`)."""
+        self._writes.start()
+
+    async def flush(self, timeout_s: float | None = None) -> bool:
+        return await self._writes.flush(timeout_s)
+
+    async def load(self) -> None:
+        """Read every pool's window from Cosmos (at startup)."""
+        await self.pull(None)
+
+    async def pull(self, pool: str | None = None) -> None:
+        """Refresh the window of `pool` (every pool if None) from Cosmos.
+
+        What Cosmos holds replaces the window, except entries this instance
+        has queued and not yet written (kept) or deleted and not yet
+        deleted there (left out). Reads while no write is in flight, so an
+        entry missing from the answer and not queued here is gone.
+        """
+        where = " AND c.pool = @pool" if pool is not None else ""
+        params: list[dict[str, Any]] = [] if pool is None else [{"name": "@pool", "value": pool}]
+        async with self._writes.paused():
+            with self._lock:
+                horizon = self._horizon
+            event_query = f"SELECT * FROM c WHERE c.kind IN ('{EVICTION}', '{CAPACITY_FAILURE}')"
+            event_params = list(params)
+            if math.isfinite(horizon):
+                event_query += " AND c.at >= @horizon"
+                event_params.append({"name": "@horizon", "value": horizon})
+            events = await self._query(event_query + where, event_params)
+            decisions = await self._query(
+                f"SELECT TOP {self._max_decisions} * FROM c WHERE c.kind = '{DECISION}'{where}"
+                " ORDER BY c.seq DESC",
+                params,
+            )
+            with self._lock:
+                self._merge_events_locked(pool, events)
+                self._merge_decisions_locked(pool, decisions)
+
+    async def _query(self, query: str, params: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            item async for item in self._container.query_items(query, parameters=params or None)
+        ]
+
+    def _kept_locally(self, pool: str, item_id: str) -> bool:
+        queued = self._writes.pending((pool, item_id))
+        return queued is not None and queued.action != "delete"
+
+    def _deleted_locally(self, pool: str, item_id: str) -> bool:
+        queued = self._writes.pending((pool, item_id))
+        return queued is not None and queued.action == "delete"
+
+    def _merge_events_locked(self, pool: str | None, items: list[dict[str, Any]]) -> None:
+        fresh: dict[str, dict[str, dict[str, Any]]] = {}
+        for item in items:
+            p, item_id = str(item.get("pool")), str(item.get("id"))
+            if "at" not in item or self._deleted_locally(p, item_id):
+                continue
+            if float(item["at"]) < self._horizon:
+                self._writes.enqueue(WriteOp("delete", p, item_id))  # pruned here meanwhile
+                continue
+            self._clock.observe(int(item.get("seq") or 0))
+            fresh.setdefault(p, {})[item_id] = _clean(item)
+        pools = [pool] if pool is not None else sorted(set(self._events) | set(fresh))
+        for p in pools:
+            window = fresh.get(p, {})
+            for item_id, item in self._events.get(p, {}).items():
+                if item_id not in window and self._kept_locally(p, item_id):
+                    window[item_id] = item
+            self._events[p] = self._newest(window.values(), self._max_events)
+
+    def _merge_decisions_locked(self, pool: str | None, items: list[dict[str, Any]]) -> None:
+        window: dict[str, dict[str, Any]] = {}
+        for item in items:
+            if "decision" in item and not self._deleted_locally(str(item["pool"]), item["id"]):
+                self._clock.observe(int(item.get("seq") or 0))
+                window[str(item["id"])] = _clean(item)
+        for item_id, item in self._decisions.items():
+            in_scope = pool is None or item["pool"] == pool
+            if not in_scope or (
+                item_id not in window and self._kept_locally(item["pool"], item_id)
+            ):
+                window.setdefault(item_id, item)
+        self._decisions = window
+        self._trim_decisions_locked()
+
+    async def close(self) -> None:
+        """Flush what is pending (bounded by close_timeout_s), then close what this owns."""
+        try:
+            await self._writes.close()
+        finally:
+            if self._client is not None:
+                await self._client.close()
+                self._client = None
+            if self._credential is not None:
+                await self._credential.close()
+                self._credential = None
+
+
+def _clean(item: dict[str, Any]) -> dict[str, Any]:
+    """The item without Cosmos's system properties (`_rid`, `_etag`, `_ts`, ...)."""
+    return {k: v for k, v in item.items() if not k.startswith("_")}
