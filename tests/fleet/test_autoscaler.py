@@ -164,3 +164,12 @@ def test_signals_round_trip() -> None:
     assert PoolSignals.from_dict(json.loads(json.dumps(s.to_dict()))) == s
     assert s.ready == {"spot": 1, "on-demand": 0}
     assert s.provisioning == {"spot": 0, "on-demand": 1}
+
+
+def test_load_counts_what_the_engines_run_when_other_gateways_send_it() -> None:
+    """Several gateway instances: this one sees 2 in flight, the engines run 12."""
+    workers = [WorkerSignal(f"w{i}", running=6) for i in range(2)]
+    signals = PoolSignals.build("p", 0.0, gateway_in_flight=2, workers=workers)
+    scaler = Autoscaler.make("queue-depth", AutoscalerConfig(target_concurrency_per_worker=4))
+    assert scaler.load(signals) == 12
+    assert scaler.decide(signals).target == 3

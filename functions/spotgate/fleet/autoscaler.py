@@ -121,13 +121,13 @@ class Autoscaler:
         raise NotImplementedError
 
     def load(self, signals: PoolSignals) -> float:
-        """Work the pool must serve: running, queued at the gateway, queued in engines, batch."""
-        return (
-            signals.gateway_in_flight
-            + signals.admission_queue_depth
-            + signals.waiting
-            + signals.batch_queue_depth
-        )
+        """Work the pool must serve: running, queued at the gateway, queued in engines, batch.
+
+        Running is the larger of this gateway's count and the engines' own: with
+        several gateway instances, the engines' heartbeats see everyone's traffic.
+        """
+        running = max(float(signals.gateway_in_flight), signals.running)
+        return running + signals.admission_queue_depth + signals.waiting + signals.batch_queue_depth
 
     @staticmethod
     def dump_state(state: AutoscalerState) -> dict[str, Any]:

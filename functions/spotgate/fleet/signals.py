@@ -175,6 +175,11 @@ class PoolSignals:
         )
 
     @property
+    def running(self) -> float:
+        """Requests the engines of live or draining workers report running."""
+        return sum(w.running for w in self.workers if w.state in ("ready", "draining"))
+
+    @property
     def waiting(self) -> float:
         """Requests queued inside the engines of live or draining workers."""
         return sum(w.waiting for w in self.workers if w.state in ("ready", "draining"))
