@@ -32,6 +32,7 @@ from pycep import BicepParser
 from tree_sitter import Language, Node, Parser
 
 from spotgate.settings import Settings
+from tests.worker_image.test_cloud_init import PLACEHOLDERS  # the contract with cloud-init
 
 REPO = Path(__file__).resolve().parents[2]
 BICEP = REPO / "bicep"
@@ -52,18 +53,6 @@ EXPECTED_MODULES = {
     "roles",
 }
 
-# Agreed with worker_image/cloud-init.yaml: every one is replaced, none is left in customData.
-PLACEHOLDERS = {
-    "__CONTROL_PLANE_URL__",
-    "__KEY_VAULT_URL__",
-    "__FLEET_TOKEN_SECRET__",
-    "__POOL__",
-    "__MODEL__",
-    "__MODEL_SOURCE__",
-    "__PRIORITY__",
-    "__VLLM_IMAGE__",
-    "__AGENT_CLIENT_ID__",
-}
 TOKEN = re.compile(r"__[A-Z][A-Z0-9_]*?__")
 CUSTOM_DATA_LIMIT = 65535  # bytes of base64 Azure accepts as customData
 

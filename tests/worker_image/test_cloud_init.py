@@ -31,6 +31,7 @@ WORKER_IMAGE = Path(__file__).resolve().parents[2] / "worker_image"
 CLOUD_INIT = WORKER_IMAGE / "cloud-init.yaml"
 TEMPLATE = WORKER_IMAGE / "cloud-init.template.yaml"
 AGENT = WORKER_IMAGE / "agent.py"
+# What Bicep fills in with replace(); tests/infra/test_bicep.py holds the Bicep side to it.
 PLACEHOLDERS = {
     "__CONTROL_PLANE_URL__",
     "__KEY_VAULT_URL__",

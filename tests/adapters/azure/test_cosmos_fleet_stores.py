@@ -23,12 +23,9 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
 from spotgate.adapters.azure.cosmos_fleet_journal import JOURNAL_CONTAINER, CosmosFleetJournal
-from spotgate.adapters.azure.cosmos_worker_store import (
-    WORKERS_CONTAINER,
-    CosmosWorkerStore,
-    WriteBehindOptions,
-)
+from spotgate.adapters.azure.cosmos_worker_store import WORKERS_CONTAINER, CosmosWorkerStore
 from spotgate.adapters.azure.stores import azure_stores, build_azure_stores, ensure_database
+from spotgate.adapters.azure.write_behind import WriteBehindOptions
 from spotgate.adapters.local.sqlite_worker_store import SqliteWorkerStore
 from spotgate.clock import ManualClock
 from spotgate.fleet.journal import FleetJournal

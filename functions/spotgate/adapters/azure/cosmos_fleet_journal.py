@@ -49,7 +49,7 @@ import orjson
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 
-from spotgate.adapters.azure.cosmos_worker_store import (
+from spotgate.adapters.azure.write_behind import (
     HybridClock,
     WriteBehind,
     WriteBehindOptions,

@@ -57,8 +57,8 @@ from spotgate.adapters.azure.cosmos_worker_store import (
     WORKERS_INDEXING_POLICY,
     WORKERS_PARTITION_KEY,
     CosmosWorkerStore,
-    WriteBehindOptions,
 )
+from spotgate.adapters.azure.write_behind import WriteBehindOptions
 from spotgate.clock import Clock
 from spotgate.settings import Settings
 
