@@ -33,12 +33,16 @@ from spotgate.adapters.azure.asgi_stream_bridge import (
     ensure_started,
     openai_error_response,
 )
+from spotgate.adapters.azure.cosmos_fleet_journal import JOURNAL_CONTAINER
 from spotgate.adapters.azure.durable_client_control import DurableClientControl
 from spotgate.adapters.azure.fleet_services import azure_fleet_services
+from spotgate.adapters.azure.shared_pool_load import SharedPoolLoad
 from spotgate.adapters.azure.store_sync import RegistrySync
 from spotgate.adapters.azure.stores import build_azure_stores
 from spotgate.adapters.local.sqlite_worker_store import SqliteWorkerStore
 from spotgate.api.app import create_app
+from spotgate.fleet.observation import PoolLoadSource
+from spotgate.gateway.pool_load import AdmissionPoolLoad
 from spotgate.orchestrations.blueprint import (
     bp,
     on_durable_client,
@@ -73,21 +77,29 @@ def register_http_api(app: func.FunctionApp, asgi_app: ASGIApp) -> None:
         return await call_asgi(asgi_app, req)
 
 
-def build_azure_runtime(settings: Settings) -> Runtime:
-    """Cosmos-backed registry, journal and cache when configured (as deployed), else SQLite."""
+def build_azure_runtime(settings: Settings) -> tuple[Runtime, PoolLoadSource | None]:
+    """Cosmos-backed registry, journal, cache and shared pool load when configured (as
+    deployed), else SQLite and this instance's own queue."""
     if settings.store_backend != "cosmos":
-        return build_runtime(settings, SqliteWorkerStore(settings.database_path))
+        return build_runtime(settings, SqliteWorkerStore(settings.database_path)), None
     stores = build_azure_stores(settings)
     runtime = build_runtime(settings, stores.worker_store, cache_store=stores.cache_store)
     runtime.journal = stores.journal
     runtime.lifecycles.append(RegistrySync(stores, runtime.registry, settings.pools))
-    return runtime
+    journal = stores.client.get_database_client(settings.cosmos_database)
+    shared = SharedPoolLoad(
+        journal.get_container_client(JOURNAL_CONTAINER),
+        AdmissionPoolLoad(runtime.router.admission),
+        settings.pools,
+    )
+    runtime.lifecycles.append(shared)
+    return runtime, shared
 
 
 def build_function_app(settings: Settings | None = None) -> func.FunctionApp:
     settings = settings or Settings(compute="azure")
-    runtime = build_azure_runtime(settings)
-    set_services_provider(azure_fleet_services(runtime))
+    runtime, gateway_load = build_azure_runtime(settings)
+    set_services_provider(azure_fleet_services(runtime, gateway_load))
 
     def adopt_client(client: df.DurableOrchestrationClient) -> None:
         runtime.orchestrations = DurableClientControl(client)

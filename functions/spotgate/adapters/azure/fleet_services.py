@@ -15,24 +15,31 @@ from spotgate.adapters.azure.azure_pool_load import AzurePoolLoad
 from spotgate.adapters.azure.monitor_signals import MonitorSignals
 from spotgate.adapters.azure.queue_depth import StorageQueueDepth
 from spotgate.adapters.azure.vmss_compute import VmssCompute
+from spotgate.fleet.observation import PoolLoadSource
 from spotgate.gateway.pool_load import AdmissionPoolLoad
 from spotgate.orchestrations.services import FleetServices, SimpleFleetServices
 from spotgate.runtime import Runtime
 
 
-def azure_fleet_services(runtime: Runtime) -> Callable[[], FleetServices]:
-    """A provider for the blueprint: builds the services once, on the first activity."""
+def azure_fleet_services(
+    runtime: Runtime, gateway_load: PoolLoadSource | None = None
+) -> Callable[[], FleetServices]:
+    """A provider for the blueprint: builds the services once, on the first activity.
+
+    `gateway_load` is every instance's admission counts (SharedPoolLoad); without
+    it, only this instance's queue is seen.
+    """
     built: list[FleetServices] = []
 
     def provide() -> FleetServices:
         if not built:
-            built.append(_build(runtime))
+            built.append(_build(runtime, gateway_load))
         return built[0]
 
     return provide
 
 
-def _build(runtime: Runtime) -> FleetServices:
+def _build(runtime: Runtime, gateway_load: PoolLoadSource | None) -> FleetServices:
     settings = runtime.settings
     compute = None
     if settings.azure_subscription_id and settings.azure_resource_group:
@@ -68,7 +75,9 @@ def _build(runtime: Runtime) -> FleetServices:
         journal=runtime.journal,
         compute=compute,
         load_source=AzurePoolLoad(
-            AdmissionPoolLoad(runtime.router.admission), monitor=monitor, batch=batch
+            gateway_load or AdmissionPoolLoad(runtime.router.admission),
+            monitor=monitor,
+            batch=batch,
         ),
         in_flight=runtime.load.of,
     )
