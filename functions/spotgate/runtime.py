@@ -126,6 +126,7 @@ def build_runtime(
     upstream = upstream or PooledHttpUpstream(
         connect_timeout_s=settings.upstream_connect_timeout_s,
         read_timeout_s=settings.upstream_read_timeout_s,
+        stream_read_timeout_s=settings.upstream_stream_read_timeout_s,
     )
     options = PolicyOptions(
         settings.prefix_affinity_chars,

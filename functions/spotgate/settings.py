@@ -45,6 +45,9 @@ class Settings(BaseSettings):
 
     upstream_connect_timeout_s: float = 2.0
     upstream_read_timeout_s: float = 600.0
+    upstream_stream_read_timeout_s: float = Field(
+        default=60.0, description="Silence mid-stream after which a stream is resumed elsewhere."
+    )
     upstream_max_attempts: int = 3
     worker_cooldown_s: float = 5.0
     upstream_first_byte_timeout_s: float | None = Field(

@@ -453,3 +453,25 @@ async def test_request_framing_is_the_clients_own(client: PooledHttpUpstream) ->
         "",
         "",
     ]
+
+
+async def test_a_stream_that_goes_silent_fails_sooner_than_a_reply_would() -> None:
+    """A frozen worker mid-stream is noticed after the stream's silence, not the reply's."""
+
+    async def freezes(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        w.write(b"5\r\ntick\n\r\n")
+        await w.drain()
+        await asyncio.sleep(5)
+
+    upstream = PooledHttpUpstream(connect_timeout_s=2, read_timeout_s=30, stream_read_timeout_s=0.2)
+    async with RawServer(freezes) as server:
+        stream = await upstream.open_stream(server.url, b"{}", {})
+        received = b""
+        with pytest.raises(WorkerUnreachable, match=r"0\.2 s"):
+            async for chunk in stream.chunks():
+                received += chunk
+        assert received == b"tick\n"
+        await stream.close()
+    await upstream.close()

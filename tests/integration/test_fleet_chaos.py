@@ -8,6 +8,8 @@ or an operator would see: failed requests, replacement timing, pool size.
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -192,3 +194,61 @@ def test_refused_spot_is_covered_by_on_demand_until_spot_returns(tmp_path: Path)
             "spot to replace the on-demand worker",
         )
         ask(client_for(stack), 1)
+
+
+def _worker_process_group(worker_id: str) -> int:
+    """The local "VM" of a worker: its process group, led by `spotgate worker`."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"worker" in cmdline and worker_id.encode() in cmdline and b"--worker-id" in cmdline:
+            return os.getpgid(int(pid))
+    raise AssertionError(f"no process for {worker_id}")
+
+
+def test_a_worker_frozen_mid_stream_is_resumed_elsewhere_after_the_stream_silence(
+    tmp_path: Path,
+) -> None:
+    """SIGSTOP: the socket stays open and nothing arrives, the worst way for a VM to hang."""
+    env = {"SPOTGATE_UPSTREAM_STREAM_READ_TIMEOUT_S": "1"}
+    with sim_stack(tmp_path, workers=2, tokens_per_s=40, env=env) as stack:
+        client = client_for(stack)
+        opened: list[str] = []
+
+        def one_stream(i: int) -> tuple[str, int, list[str]]:
+            with client.chat.completions.with_streaming_response.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": f"story {i}"}],
+                max_tokens=60,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body={"ignore_eos": True},
+                extra_headers={"Cache-Control": "no-store"},
+            ) as response:
+                opened.append(response.headers["x-worker"])
+                finishes, usage = [], 0
+                for chunk in response.parse():
+                    finishes += [c.finish_reason for c in chunk.choices if c.finish_reason]
+                    usage = chunk.usage.completion_tokens if chunk.usage else usage
+            return response.headers["x-worker"], usage, finishes
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(one_stream, i) for i in range(8)]
+            wait_until(lambda: len(opened) == 8, 10, "every stream to open")
+            victim = max(set(opened), key=opened.count)
+            group = _worker_process_group(victim)
+            time.sleep(0.3)
+            os.killpg(group, signal.SIGSTOP)
+            try:
+                results = [f.result(timeout=60) for f in futures]
+            finally:
+                os.killpg(group, signal.SIGKILL)
+
+        assert all(usage == 60 and finishes == ["length"] for _, usage, finishes in results)
+        resumed = [line for line in stack.log.read_text().splitlines() if "resumed on" in line]
+        assert len(resumed) == opened.count(victim) >= 1
+        assert all(f"worker {victim} failed mid-stream" in line for line in resumed)

@@ -69,8 +69,15 @@ class _Connection(asyncio.Protocol):
 
     # -- the request side ------------------------------------------------------------------
 
-    async def exchange(self, request: bytes, *, stream: bool) -> None:
-        """Sends `request`; returns once headers (stream) or the whole reply arrived."""
+    async def exchange(
+        self, request: bytes, *, stream: bool, read_timeout_s: float | None = None
+    ) -> None:
+        """Sends `request`; returns once headers (stream) or the whole reply arrived.
+
+        `read_timeout_s` (silence between bytes) holds for this request only.
+        """
+        if read_timeout_s is not None:
+            self._read_timeout_s = read_timeout_s
         self._reset(stream=stream)
         self.busy = True
         try:
@@ -269,12 +276,20 @@ class PooledHttpUpstream:
         *,
         connect_timeout_s: float,
         read_timeout_s: float,
+        stream_read_timeout_s: float | None = None,
         max_idle_per_host: int = 256,
         idle_timeout_s: float = 4.0,
     ) -> None:
-        """`idle_timeout_s` stays under uvicorn's 5 s keep-alive, so reuse rarely races a close."""
+        """`idle_timeout_s` stays under uvicorn's 5 s keep-alive, so reuse rarely races a close.
+
+        `read_timeout_s` must cover a whole non-streamed generation (vLLM sends
+        nothing until it is done); a stream's tokens flow, so a stream may be
+        declared dead after a much shorter silence (`stream_read_timeout_s`),
+        which hands it to stream resumption on another worker.
+        """
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
+        self._stream_read_timeout_s = stream_read_timeout_s or read_timeout_s
         self._max_idle = max_idle_per_host
         self._idle_timeout_s = idle_timeout_s
         self._pools: dict[_Key, list[_Connection]] = {}
@@ -302,16 +317,17 @@ class PooledHttpUpstream:
     ) -> tuple[_Key, _Connection]:
         key, head = self._targets.get(url) or self._parse(url)
         request = b"".join((head, _header_block(headers, len(body)), body))
+        silence = self._stream_read_timeout_s if stream else self._read_timeout_s
         conn = self._idle(key)
         if conn is not None:
             try:
-                await conn.exchange(request, stream=stream)
+                await conn.exchange(request, stream=stream, read_timeout_s=silence)
                 return key, conn
             except WorkerUnreachable:
                 if not conn.lost_before_reply:  # a timeout or a reply byte: never resend
                     raise
         conn = await self._connect(key)
-        await conn.exchange(request, stream=stream)
+        await conn.exchange(request, stream=stream, read_timeout_s=silence)
         return key, conn
 
     def _idle(self, key: _Key) -> _Connection | None:
