@@ -95,7 +95,7 @@ param workerSshPublicKey string
   'resourceGroup'
 ])
 @description('Scope of the fleet manager\'s Virtual Machine Contributor role: each worker scale set, or the resource group.')
-param computeRoleScope string = 'scaleSets'
+param computeRoleScope string = 'resourceGroup'
 
 // ------------------------------------------------------------------------------------------
 // Control plane

@@ -249,9 +249,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     clientCertEnabled: false
     virtualNetworkSubnetId: subnetId
     keyVaultReferenceIdentity: identity.id
+    // No ftpsState (nor linuxFxVersion, alwaysOn, use32BitWorkerProcess, ...): Flex Consumption
+    // has no FTP and rejects those siteConfig properties (ARM 51021, "... for Flex Consumption
+    // sites is invalid"); the runtime and scale live in functionAppConfig.
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       appSettings: concat(baseSettings, spilloverEnabled ? spilloverSettings : [])
     }

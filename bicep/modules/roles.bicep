@@ -35,7 +35,7 @@ param workerScaleSetNames array
   'scaleSets'
   'resourceGroup'
 ])
-param computeRoleScope string = 'scaleSets'
+param computeRoleScope string = 'resourceGroup'
 
 @description('Name of the fleet token secret, the only secret the workers may read.')
 param fleetTokenSecretName string = 'fleet-token'

@@ -797,7 +797,8 @@ def test_roles_bicep_grants_every_required_role_with_guid_names() -> None:
     assert not missing, f"missing grants: {sorted(missing)}"
 
 
-def test_vm_contributor_is_scoped_to_each_worker_scale_set() -> None:
+def test_vm_contributor_covers_the_group_by_default_or_each_scale_set() -> None:
+    """Flexible scale sets create plain VMs, NICs and disks in the group: scale sets are opt-in."""
     existing = resources("modules/roles.bicep", "Microsoft.Compute/virtualMachineScaleSets")
     assert [r["existing"] for r in existing.values()] == [True]
     assert next(iter(existing.values()))["config"]["loop_type"]["detail"]["array_name"] == (
@@ -807,4 +808,4 @@ def test_vm_contributor_is_scoped_to_each_worker_scale_set() -> None:
     assert render(names) == (
         "concat(workers.outputs.spotScaleSetNames, workers.outputs.onDemandScaleSetNames)"
     )
-    assert param_default("modules/roles.bicep", "computeRoleScope") == "scaleSets"
+    assert param_default("modules/roles.bicep", "computeRoleScope") == "resourceGroup"

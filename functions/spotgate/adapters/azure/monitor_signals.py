@@ -60,6 +60,8 @@ DEFAULT_WINDOW_S = 180.0
 EVICTION_OPERATIONS = (
     "Microsoft.Compute/virtualMachineScaleSets/evictSpotVM/action",
     "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/evictSpotVM/action",
+    # a Flexible scale set's VMs are plain VMs, named {scale set}_{8 hex}
+    "Microsoft.Compute/virtualMachines/evictSpotVM/action",
 )
 _KQL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -113,7 +115,9 @@ def eviction_query(scale_sets: ScaleSetZones, resource_group: str | None = None)
     if resource_group:
         lines.append(f"| where ResourceGroup =~ {kql_string(resource_group)}")
     lines += [
-        '| extend ScaleSet = extract("/virtualmachinescalesets/([^/]+)", 1, tolower(_ResourceId))',
+        "| extend Id = tolower(_ResourceId)",
+        '| extend ScaleSet = coalesce(extract("/virtualmachinescalesets/([^/]+)", 1, Id),'
+        ' extract("/virtualmachines/([^/]+)_[0-9a-f]{8}$", 1, Id))',
         "| join kind=inner SpotScaleSets on ScaleSet",
         # one eviction logs several rows (one per status) under one correlation id
         "| summarize TimeGenerated = min(TimeGenerated) by CorrelationId, ScaleSet, Zone",
