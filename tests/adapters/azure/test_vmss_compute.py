@@ -59,16 +59,16 @@ def vm(name: str, instance_id: int, state: str = "Succeeded", zone: str = "2") -
     return body
 
 
-def vms(*entries: dict[str, Any]) -> Reply:
-    reply = Reply.of("vmss_vms_list")
+def vms(*entries: dict[str, Any], recording: str = "vmss_vms_list") -> Reply:
+    reply = Reply.of(recording)
     reply.body = {"value": list(entries)}
     return reply
 
 
-def vmss(name: str) -> Reply:
+def vmss(name: str, listing: str = "vmss_list", get: str = "vmss_get") -> Reply:
     """GET of one scale set, as the listing has it."""
-    listed = recorded("vmss_list")["body"]["value"]
-    reply = Reply.of("vmss_get")
+    listed = recorded(listing)["body"]["value"]
+    reply = Reply.of(get)
     reply.body = next(s for s in listed if s["name"] == name)
     return reply
 
@@ -460,16 +460,11 @@ def flex_vm(
 
 
 def flex_vms(*entries: dict[str, Any]) -> Reply:
-    reply = Reply.of("vm_list_flexible")
-    reply.body = {"value": list(entries)}
-    return reply
+    return vms(*entries, recording="vm_list_flexible")
 
 
 def flex_vmss(name: str) -> Reply:
-    listed = recorded("vmss_flexible_list")["body"]["value"]
-    reply = Reply.of("vmss_flexible_get")
-    reply.body = next(s for s in listed if s["name"] == name)
-    return reply
+    return vmss(name, listing="vmss_flexible_list", get="vmss_flexible_get")
 
 
 def listing(*recordings: str) -> Reply:
