@@ -166,7 +166,12 @@ def build_dev_app(
             return ["--model-dir", str(find_minilm()), "--pooling", "--cpu-cores", core]
 
         specs["embeddings"] = WorkerSpec("embeddings", SERVED_NAME, "vllm", args_for=embedding_args)
-    market_ref: list[LocalSpotMarket] = []
+    market = LocalSpotMarket(
+        runtime.registry,
+        lambda worker_id, notice_s: events.preempt(worker_id, notice_s),  # bound below
+        evictions_per_hour=settings.local_evictions_per_hour,
+        notice_s=settings.local_eviction_notice_s,
+    )
     compute = LocalProcessCompute(
         runtime.registry,
         control_plane_url=settings.base_url(),
@@ -176,16 +181,9 @@ def build_dev_app(
         heartbeat_interval_s=settings.heartbeat_interval_s,
         host=settings.host,
         specs=specs,
-        spot_available=lambda zone: market_ref[0].available(zone),
+        spot_available=market.available,
     )
     events = FakeScheduledEvents(runtime.clock, compute.kill, schedule)
-    market = LocalSpotMarket(
-        runtime.registry,
-        lambda worker_id, notice_s: events.preempt(worker_id, notice_s),
-        evictions_per_hour=settings.local_evictions_per_hour,
-        notice_s=settings.local_eviction_notice_s,
-    )
-    market_ref.append(market)
     runtime.scheduled_events = events
     runtime.faults = LocalFaultInjector(compute, events, market)
     from spotgate.orchestrations.local import start_local_orchestrations

@@ -19,6 +19,13 @@ from spotgate.fleet.fleet_policy import FleetPolicyConfig
 from spotgate.gateway.model_catalogue import ModelEntry
 
 
+def parse_pools(text: str) -> list[str]:
+    """SPOTGATE_POOLS as JSON (`["a","b"]`) or as people type it (`a, b`); empty: default."""
+    text = text.strip()
+    items = json.loads(text) if text.startswith("[") else text.split(",")
+    return [str(p).strip() for p in items if str(p).strip()] or ["default"]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPOTGATE_", env_file=".env", extra="ignore")
 
@@ -131,12 +138,7 @@ class Settings(BaseSettings):
     @field_validator("pools", mode="before")
     @classmethod
     def _pools_as_typed(cls, value: Any) -> Any:
-        """SPOTGATE_POOLS as JSON (`["a","b"]`) or as people type it (`a, b`)."""
-        if isinstance(value, str):
-            text = value.strip()
-            items = json.loads(text) if text.startswith("[") else text.split(",")
-            return [str(p).strip() for p in items if str(p).strip()] or ["default"]
-        return value
+        return parse_pools(value) if isinstance(value, str) else value
 
     def fleet_policy(self, pool: str) -> FleetPolicyConfig:
         """The pool's policy: these settings, then its entry in pool_policies on top."""

@@ -12,7 +12,8 @@ from azure.functions.timer import TimerRequest
 
 from spotgate.orchestrations import blueprint
 from spotgate.orchestrations.fleet_monitor import initial_state
-from spotgate.orchestrations.watchdog import ensure_monitors, pools_from_env
+from spotgate.orchestrations.watchdog import ensure_monitors
+from spotgate.settings import parse_pools
 
 NOT_FOUND = DurableOrchestrationStatus.from_json("")  # what get_status returns on a 404
 
@@ -62,9 +63,9 @@ async def test_an_unreadable_status_is_not_taken_for_a_dead_monitor() -> None:
 
 
 def test_pools_come_from_env_as_json_or_comma_list() -> None:
-    assert pools_from_env({}) == ["default"]
-    assert pools_from_env({"SPOTGATE_POOLS": "a, b,"}) == ["a", "b"]
-    assert pools_from_env({"SPOTGATE_POOLS": '["x", "y"]'}) == ["x", "y"]
+    assert parse_pools("") == ["default"]
+    assert parse_pools("a, b,") == ["a", "b"]
+    assert parse_pools('["x", "y"]') == ["x", "y"]
 
 
 async def test_timer_function_checks_every_configured_pool(

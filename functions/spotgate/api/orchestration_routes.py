@@ -10,7 +10,8 @@ from spotgate.api.auth import require_key
 from spotgate.api.errors import json_response
 from spotgate.errors import InvalidRequest, NotFound
 from spotgate.gateway.request_body import parse_body
-from spotgate.orchestrations.fleet_monitor import MonitorState, initial_state, monitor_instance_id
+from spotgate.orchestrations.fleet_monitor import MonitorState, monitor_instance_id
+from spotgate.orchestrations.watchdog import start_input
 from spotgate.runtime import OrchestrationControl, Runtime
 
 _STARTABLE = {"fleet_monitor"}
@@ -36,22 +37,12 @@ async def start(request: Request) -> Response:
     extra = body.get("input") or {}
     if not isinstance(extra, dict):
         raise InvalidRequest("'input' must be an object.", param="input")
-    settings = runtime.settings
-    start_input = (
-        initial_state(
-            pool,
-            tick_seconds=settings.monitor_tick_s,
-            ticks_per_run=settings.monitor_ticks_per_run,
-            policy=settings.fleet_policy(pool),
-        )
-        | extra
-        | {"pool": pool}
-    )
+    first = start_input(runtime.settings, pool) | extra | {"pool": pool}
     try:
-        MonitorState.from_input(start_input)
+        MonitorState.from_input(first)
     except (ValueError, TypeError) as exc:
         raise InvalidRequest(f"Invalid fleet_monitor input: {exc}", param="input") from None
-    instance_id = await control.start(name, monitor_instance_id(pool), start_input)
+    instance_id = await control.start(name, monitor_instance_id(pool), first)
     return json_response(control.management_links(str(request.base_url), instance_id), 202)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from spotgate.fleet.observation import PoolObservation
 
 _COUNTS = ("ready", "draining", "provisioning")
+_LISTS = ("provision", "drain", "delete", "expired", "evicting", "new_evictions", "changes")
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,7 @@ class Decision:
     def from_dict(cls, data: Mapping[str, Any]) -> Decision:
         fields = cls.__dataclass_fields__
         values = {k: v for k, v in data.items() if k in fields}
-        for name in ("provision", "drain", "delete", "expired", "evicting"):
-            values[name] = list(values.get(name) or [])
-        for name in ("new_evictions", "changes"):
+        for name in _LISTS:
             values[name] = list(values.get(name) or [])
         values["per_zone"] = dict(values.get("per_zone") or {})
         return cls(**values)

@@ -116,7 +116,9 @@ def plan_tick(
         new_evictions=new_evictions,
         changes=changes,
     )
-    return TickPlan(decision, PolicyState(size_state.to_dict(), mix_state.to_dict()))
+    return TickPlan(
+        decision, PolicyState(autoscaler.dump_state(size_state), mix.dump_state(mix_state))
+    )
 
 
 def _deletions(signals: PoolSignals, config: FleetPolicyConfig) -> list[dict[str, str]]:

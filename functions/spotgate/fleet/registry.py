@@ -158,11 +158,17 @@ class WorkerRegistry:
         On Azure several instances serve the API and an agent's heartbeat lands
         on any of them. The shared store has already settled conflicts (state
         never moves backwards there), so its answer is taken as it is; nothing
-        is written back. Listeners hear of every worker that changed here.
+        is written back. Most pulled changes are heartbeats: those update the
+        record in place, so neither the routing index nor the listeners do work
+        for them. Returns (and announces) the workers whose routing changed.
         """
         changed = []
         for incoming in updated:
             copy = Worker.from_dict(incoming.to_dict())
+            local = self._workers.get(copy.id)
+            if local is not None and _routes_alike(local, copy):
+                vars(local).update(vars(copy))
+                continue
             self._workers[copy.id] = copy
             changed.append(copy)
         gone = [w for w in removed if self._workers.pop(w, None) is not None]
@@ -224,3 +230,8 @@ class WorkerRegistry:
             if worker.state == WorkerState.READY:
                 index.setdefault(worker.model, []).append(worker)
         self._ready_by_model = {m: tuple(ws) for m, ws in index.items()}
+
+
+def _routes_alike(a: Worker, b: Worker) -> bool:
+    """Whether the gateway would route to `b` exactly as to `a` (same state, place, model)."""
+    return (a.state, a.url, a.model, a.pool) == (b.state, b.url, b.model, b.pool)

@@ -33,10 +33,11 @@ async def observe_pool(services: FleetServices, payload: dict[str, Any]) -> dict
     """Reconcile the registry with the cloud and read the load: what one tick acts on."""
     pool = str(payload["pool"])
     now = services.clock.now()
-    since = now - float(payload.get("lookback_s", 900.0))
+    lookback_s = float(payload.get("lookback_s", 900.0))
+    since = now - lookback_s
     instances = await services.compute.instances(pool) if services.compute else None
     load = await services.load_source.load(pool) if services.load_source else None
-    services.journal.prune(now - 2 * float(payload.get("lookback_s", 900.0)))
+    services.journal.prune(now - 2 * lookback_s)
     observation = _observe(
         services.registry,
         pool,

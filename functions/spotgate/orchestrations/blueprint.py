@@ -97,9 +97,11 @@ async def fleet_watchdog(timer: func.TimerRequest, client: df.DurableOrchestrati
         await _startup()
     for listener in _client_listeners:
         listener(client)
+    settings = Settings()
     await watchdog.ensure_monitors(
         client,
-        watchdog.pools_from_env(),
-        **watchdog.monitor_settings_from_env(),
-        policy_for=Settings().fleet_policy,
+        settings.pools,
+        tick_seconds=settings.monitor_tick_s,
+        ticks_per_run=settings.monitor_ticks_per_run,
+        policy_for=settings.fleet_policy,
     )

@@ -17,8 +17,9 @@ from spotgate.fleet.worker import Worker, WorkerState
 from spotgate.gateway.pool_load import AdmissionPoolLoad
 from spotgate.orchestrations.activities import activity_table
 from spotgate.orchestrations.blueprint import fleet_monitor
-from spotgate.orchestrations.fleet_monitor import WAKE_EVENT, initial_state, monitor_instance_id
+from spotgate.orchestrations.fleet_monitor import WAKE_EVENT, monitor_instance_id
 from spotgate.orchestrations.services import SimpleFleetServices
+from spotgate.orchestrations.watchdog import start_input
 from spotgate.runtime import Runtime
 
 
@@ -55,12 +56,7 @@ async def start_local_orchestrations(
         await runner.start(
             "fleet_monitor",
             monitor_instance_id(pool),
-            initial_state(
-                pool,
-                tick_seconds=settings.monitor_tick_s,
-                ticks_per_run=settings.monitor_ticks_per_run,
-                policy=policies.get(pool) or settings.fleet_policy(pool),
-            ),
+            start_input(settings, pool, policies.get(pool)),
         )
 
     def wake(pool: str) -> None:

@@ -8,10 +8,8 @@ start_new on an existing id would silently replace it and lose its state.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import azure.durable_functions as df
@@ -25,6 +23,7 @@ from spotgate.orchestrations.fleet_monitor import (
     initial_state,
     monitor_instance_id,
 )
+from spotgate.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +31,17 @@ WATCHDOG_SCHEDULE = "0 */1 * * * *"
 _ALIVE = {OrchestrationRuntimeStatus.Running, OrchestrationRuntimeStatus.Pending}
 
 
-def pools_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
-    """SPOTGATE_POOLS as Settings reads it (a JSON list) or as people type it (a, b)."""
-    raw = (environ if environ is not None else os.environ).get("SPOTGATE_POOLS", "").strip()
-    if not raw:
-        return ["default"]
-    if raw.startswith("["):
-        pools = [str(p).strip() for p in json.loads(raw)]
-    else:
-        pools = [p.strip() for p in raw.split(",")]
-    return [p for p in pools if p] or ["default"]
-
-
-def monitor_settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    env = environ if environ is not None else os.environ
-    return {
-        "tick_seconds": float(env.get("SPOTGATE_MONITOR_TICK_S", DEFAULT_TICK_SECONDS)),
-        "ticks_per_run": int(env.get("SPOTGATE_MONITOR_TICKS_PER_RUN", DEFAULT_TICKS_PER_RUN)),
-    }
+def start_input(
+    settings: Settings, pool: str, policy: FleetPolicyConfig | None = None
+) -> dict[str, Any]:
+    """A monitor's first input from the settings: what the watchdog, the API and the local
+    stack all start a monitor with."""
+    return initial_state(
+        pool,
+        tick_seconds=settings.monitor_tick_s,
+        ticks_per_run=settings.monitor_ticks_per_run,
+        policy=policy or settings.fleet_policy(pool),
+    )
 
 
 def _is_alive(status: Any) -> bool:
