@@ -32,11 +32,12 @@ from typing import Any
 import autoscale_report as report  # bench/ is sys.path[0] when this runs as a script
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from spotgate.adapters.local.process_compute import free_port
-from spotgate.bench_command import BenchOptions, BenchRun
+from spotgate.bench_command import BenchOptions, BenchRun, bench_client, progress_columns
 from spotgate.bench_stats import StepPlan
+from spotgate.cli_client import auth
 
 HERE = Path(__file__).resolve().parent
 KEY = "sk-bench-autoscale"
@@ -108,7 +109,7 @@ class DevStack:
             if self.process.poll() is not None:
                 raise SystemExit(f"spotgate dev exited early; see {self.log}")
             with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, IndexError):
-                fleet = httpx.get(f"{self.url}/fleet", headers=_auth(), timeout=2).json()
+                fleet = httpx.get(f"{self.url}/fleet", headers=auth(KEY), timeout=2).json()
                 if fleet["pools"][0]["monitor"] is not None:  # the monitor has ticked once
                     return
             time.sleep(0.2)
@@ -135,10 +136,6 @@ class DevStack:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return left
-
-
-def _auth() -> dict[str, str]:
-    return {"Authorization": f"Bearer {KEY}"}
 
 
 @dataclass
@@ -243,24 +240,14 @@ async def eviction_storm(admin: httpx.AsyncClient, rec: Recorder, console: Conso
 async def drive(url: str, profile: Profile, console: Console) -> dict[str, Any]:
     """Runs the schedule plus the idle tail; returns the run document (without the report)."""
     options = BenchOptions(url=url, model=MODEL, key=KEY, ramp=profile.steps, timeout_s=60.0)
-    peak = max(s.concurrency for s in profile.steps)
-    limits = httpx.Limits(max_connections=peak, max_keepalive_connections=peak)
-    timeout = httpx.Timeout(options.timeout_s, connect=10.0)
     total = sum(s.seconds or 0.0 for s in profile.steps) + profile.tail_max_s
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-    )
     async with (
-        httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client,
-        httpx.AsyncClient(base_url=url, headers=_auth(), timeout=10.0) as admin,
+        bench_client(options) as client,
+        httpx.AsyncClient(base_url=url, headers=auth(KEY), timeout=10.0) as admin,
     ):
         run = BenchRun(options, client)
         rec = Recorder(run, time.time() - (time.perf_counter() - run.started_at))
-        with Progress(*columns, console=console) as progress:
+        with Progress(*progress_columns(), console=console) as progress:
             progress.add_task("load ", total=total, info="")
             progress.add_task("fleet", total=None, info="")
             tasks = [

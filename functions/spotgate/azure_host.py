@@ -33,7 +33,6 @@ from spotgate.adapters.azure.asgi_stream_bridge import (
     ensure_started,
     openai_error_response,
 )
-from spotgate.adapters.azure.cosmos_fleet_journal import JOURNAL_CONTAINER
 from spotgate.adapters.azure.durable_client_control import DurableClientControl
 from spotgate.adapters.azure.fleet_services import azure_fleet_services
 from spotgate.adapters.azure.shared_pool_load import SharedPoolLoad
@@ -86,11 +85,11 @@ def build_azure_runtime(settings: Settings) -> tuple[Runtime, PoolLoadSource | N
     runtime = build_runtime(settings, stores.worker_store, cache_store=stores.cache_store)
     runtime.journal = stores.journal
     runtime.lifecycles.append(RegistrySync(stores, runtime.registry, settings.pools))
-    journal = stores.client.get_database_client(settings.cosmos_database)
     shared = SharedPoolLoad(
-        journal.get_container_client(JOURNAL_CONTAINER),
+        stores.journal_container,
         AdmissionPoolLoad(runtime.router.admission),
         settings.pools,
+        instance_id=stores.instance_id,
     )
     runtime.lifecycles.append(shared)
     return runtime, shared

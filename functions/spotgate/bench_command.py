@@ -24,9 +24,16 @@ from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from spotgate.bench_requests import auth, chat_body, send_plain, send_streamed
+from spotgate.bench_requests import chat_body, send_plain, send_streamed
 from spotgate.bench_stats import (
     BenchStats,
     RequestResult,
@@ -35,7 +42,7 @@ from spotgate.bench_stats import (
     render_steps,
     render_summary,
 )
-from spotgate.cli_client import DEV_CONNECTION_FILE, discover_key
+from spotgate.cli_client import auth, discover_key, read_dev_connection
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_MODEL = "smollm2"
@@ -111,10 +118,10 @@ def discover_url(explicit: str) -> str:
     """--url / SPOTGATE_URL, else the stack a local `spotgate dev` recorded, else the default."""
     if explicit:
         return explicit.rstrip("/")
-    try:
-        return str(json.loads(DEV_CONNECTION_FILE.read_text())["url"]).rstrip("/")
-    except (OSError, ValueError, KeyError, TypeError):
+    connection = read_dev_connection()
+    if connection is None or "url" not in connection:
         return DEFAULT_URL
+    return str(connection["url"]).rstrip("/")
 
 
 def resolve_model(url: str, key: str | None, explicit: str) -> str:
@@ -232,14 +239,30 @@ def _name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def bench_client(options: BenchOptions) -> httpx.AsyncClient:
+    """The load client: one connection per client at the schedule's peak, `options.timeout_s`."""
+    peak = max(1, *(s.concurrency for s in options.plan()))
+    limits = httpx.Limits(max_connections=peak, max_keepalive_connections=peak)
+    timeout = httpx.Timeout(options.timeout_s, connect=min(10.0, options.timeout_s))
+    return httpx.AsyncClient(base_url=options.url, timeout=timeout, limits=limits)
+
+
+def progress_columns() -> tuple[ProgressColumn, ...]:
+    """The live display's columns: spinner, task name, bar, a free-text `info` field, clock."""
+    return (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    )
+
+
 async def run_bench(
     options: BenchOptions, on_tick: Callable[[LiveView], None] | None = None
 ) -> dict[str, Any]:
     """Runs one benchmark against `options.url` (already resolved) and returns its summary."""
-    peak = max(1, *(s.concurrency for s in options.plan()))
-    limits = httpx.Limits(max_connections=peak, max_keepalive_connections=peak)
-    timeout = httpx.Timeout(options.timeout_s, connect=min(10.0, options.timeout_s))
-    async with httpx.AsyncClient(base_url=options.url, timeout=timeout, limits=limits) as client:
+    async with bench_client(options) as client:
         run = BenchRun(options, client)
         if on_tick is None:
             return await run.run()
@@ -269,14 +292,7 @@ def bench_main(console: Console, options: BenchOptions, json_path: Path | None =
     total = float(options.requests) if options.requests is not None else (planned or 0.0)
     mode = "stream" if options.stream else "no-stream"
     console.print(f"bench [bold]{options.model}[/bold] at {url} ({mode}, {len(plan)} step(s))")
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
+    with Progress(*progress_columns(), console=console) as progress:
         task = progress.add_task("bench", total=total, info="")
 
         def show(view: LiveView) -> None:

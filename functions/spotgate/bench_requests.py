@@ -16,12 +16,9 @@ from typing import Any
 import httpx
 
 from spotgate.bench_stats import RequestResult
+from spotgate.cli_client import auth
 
 CHAT_PATH = "/v1/chat/completions"
-
-
-def auth(key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def http_kind(status: int, content: bytes) -> str:

@@ -65,13 +65,11 @@ def dev(
 ) -> None:
     """Run gateway, control plane, fleet monitor and N workers on this machine."""
     from spotgate.dev_command import run_dev
+    from spotgate.devstack import DevOptions
 
     if engine not in ("vllm", "sim"):
         raise typer.BadParameter("use vllm or sim", param_hint="--engine")
-    run_dev(
-        console,
-        host=host,
-        port=port,
+    options = DevOptions(
         workers=workers,
         engine=engine,
         model=model or ("smollm2" if engine == "vllm" else "sim-model"),
@@ -79,14 +77,18 @@ def dev(
         tokens_per_s=tokens_per_s,
         max_concurrency=max_concurrency,
         embeddings=embeddings,
-        fleet={
-            "autoscale": autoscale,
-            "min_workers": min_workers,
-            "max_workers": max_workers,
-            "target_concurrency": target_concurrency,
-            "scale_down_after_s": scale_down_after,
-            "idle_to_zero_s": idle_to_zero,
-        },
+        autoscale=autoscale,
+        min_workers=min_workers,
+        max_workers=max_workers,
+        target_concurrency=target_concurrency,
+        scale_down_after_s=scale_down_after,
+        idle_to_zero_s=idle_to_zero,
+    )
+    run_dev(
+        console,
+        options,
+        host=host,
+        port=port,
         settings_overrides={
             "local_evictions_per_hour": evictions_per_hour,
             "local_eviction_notice_s": eviction_notice,

@@ -16,17 +16,29 @@ from rich.table import Table
 DEV_CONNECTION_FILE = Path(".spotgate") / "dev.json"
 
 
+def read_dev_connection() -> dict[str, Any] | None:
+    """What a local `spotgate dev` recorded in DEV_CONNECTION_FILE (url, api_key), if readable."""
+    try:
+        data = json.loads(DEV_CONNECTION_FILE.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def auth(key: str | None) -> dict[str, str]:
+    """The Authorization header for `key`, or none without one."""
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def discover_key() -> str | None:
     """Operator key from the environment, else the one a local `spotgate dev` left behind."""
     for name in ("SPOTGATE_ADMIN_KEY", "SPOTGATE_API_KEY", "SPOTGATE_DEV_API_KEY"):
         if os.environ.get(name):
             return os.environ[name]
-    if DEV_CONNECTION_FILE.exists():
-        try:
-            return str(json.loads(DEV_CONNECTION_FILE.read_text())["api_key"])
-        except (ValueError, KeyError):
-            return None
-    return None
+    connection = read_dev_connection()
+    if connection is None or "api_key" not in connection:
+        return None
+    return str(connection["api_key"])
 
 
 class StackClient:
@@ -36,7 +48,7 @@ class StackClient:
         self.timeout_s = timeout_s
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        headers = auth(self.key)
         try:
             response = httpx.request(
                 method, self.url + path, json=body, headers=headers, timeout=self.timeout_s

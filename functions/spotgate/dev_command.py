@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import uvicorn
@@ -42,60 +42,45 @@ def _banner(url: str, key: str, model: str) -> str:
 
 def run_dev(
     console: Console,
+    options: DevOptions,
     *,
     host: str,
     port: int,
-    workers: int,
-    engine: str,
-    model: str,
-    ttft_ms: float,
-    tokens_per_s: float,
-    max_concurrency: int,
-    embeddings: bool = False,
-    fleet: dict[str, Any] | None = None,
     settings_overrides: dict[str, Any] | None = None,
 ) -> None:
+    """Serves the stack `options` describes; a vllm stack gets its model folder prepared first."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
     base = Settings(host=host, port=port, **(settings_overrides or {}))
     settings, key = dev_settings(base, os.environ.get("SPOTGATE_DEV_API_KEY"))
-    if embeddings and engine != "vllm":
+    if options.embeddings and options.engine != "vllm":
         raise SystemExit("--embeddings needs --engine vllm (sim workers answer embeddings)")
-    pools = [*settings.pools, "embeddings"] if embeddings else settings.pools
-    settings = settings.model_copy(update={"models": [model, *settings.models], "pools": pools})
-    model_dir: Path | None = None
-    if engine == "vllm":
+    pools = [*settings.pools, "embeddings"] if options.embeddings else settings.pools
+    models = [options.model, *settings.models]
+    settings = settings.model_copy(update={"models": models, "pools": pools})
+    if options.engine == "vllm":
         from spotgate.engines.local_model import default_model_cache, prepare_smollm2
 
         with console.status("Preparing SmolLM2-135M-Instruct (once)") as status:
             model_dir = prepare_smollm2(default_model_cache(), progress=status.update)
         console.print(f"model: {model_dir}")
-    options = DevOptions(
-        workers=workers,
-        engine=engine,
-        model=model,
-        model_dir=model_dir,
-        ttft_ms=ttft_ms,
-        tokens_per_s=tokens_per_s,
-        max_concurrency=max_concurrency,
-        embeddings=embeddings,
-        **(fleet or {}),
-    )
+        options = replace(options, model_dir=model_dir)
     url = settings.base_url()
     _write_connection_file(url, key)
 
     def on_ready(runtime: Runtime) -> None:
         console.print(Rule(style="green"))
-        console.print(_banner(url, key, model), soft_wrap=True, highlight=False)
+        console.print(_banner(url, key, options.model), soft_wrap=True, highlight=False)
         console.print(Rule(style="green"))
 
     size = (
         f"autoscaling {options.min_workers}-{options.max_workers}"
         if options.autoscale
-        else str(workers)
+        else str(options.workers)
     )
     console.print(
-        f"starting gateway on {url} with {size} {engine} worker(s); API key: [bold]{key}[/bold]"
+        f"starting gateway on {url} with {size} {options.engine} worker(s); "
+        f"API key: [bold]{key}[/bold]"
     )
     app = build_dev_app(settings, options, on_ready)
     config = uvicorn.Config(

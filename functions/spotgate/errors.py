@@ -10,6 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 
+def error_body(
+    message: str,
+    type_: str = "server_error",
+    *,
+    param: str | None = None,
+    code: str | None = None,
+) -> dict[str, Any]:
+    """OpenAI's error object: `{"error": {"message", "type", "param", "code"}}`."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
 class OpenAIError(Exception):
     status_code = 500
     error_type = "server_error"
@@ -32,14 +43,7 @@ class OpenAIError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        return error_body(self.message, self.error_type, param=self.param, code=self.code)
 
 
 class InvalidRequest(OpenAIError):

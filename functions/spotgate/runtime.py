@@ -73,8 +73,6 @@ class Runtime:
     clock: Clock
     registry: WorkerRegistry
     load: OutstandingRequests
-    health: PassiveHealth
-    forwarder: Forwarder
     router: Router
     upstream: UpstreamClient
     orchestrations: OrchestrationControl | None = None
@@ -97,12 +95,13 @@ class Runtime:
         self.ready = False
         if self.probe is not None:
             await self.probe.stop()
-        for lifecycle in reversed(self.lifecycles):
-            await lifecycle.close()
         await self.upstream.close()
         await self.router.close()
         if self.response_cache is not None:
             await self.response_cache.close()
+        # Last, as they started first: the cache's pending puts may use their clients (Cosmos).
+        for lifecycle in reversed(self.lifecycles):
+            await lifecycle.close()
 
 
 def build_runtime(
@@ -161,8 +160,6 @@ def build_runtime(
         clock=clock,
         registry=registry,
         load=load,
-        health=health,
-        forwarder=forwarder,
         router=router,
         upstream=upstream,
         response_cache=build_response_cache(settings, clock, cache_store),

@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from spotgate.errors import OpenAIError
+from spotgate.errors import OpenAIError, error_body
 
 log = logging.getLogger("spotgate.api")
 
@@ -46,24 +46,10 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
         message = f"Method {request.method} is not allowed on {request.url.path}."
     else:
         message = str(exc.detail)
-    body = {
-        "error": {
-            "message": message,
-            "type": _STATUS_TYPES.get(status, "server_error"),
-            "param": None,
-            "code": None,
-        }
-    }
+    body = error_body(message, _STATUS_TYPES.get(status, "server_error"))
     return json_response(body, status, dict(exc.headers or {}))
 
 
 def internal_error_body(request_id: str) -> bytes:
-    body = {
-        "error": {
-            "message": f"The gateway failed unexpectedly (request {request_id}); it was logged.",
-            "type": "server_error",
-            "param": None,
-            "code": "internal_error",
-        }
-    }
-    return orjson.dumps(body)
+    message = f"The gateway failed unexpectedly (request {request_id}); it was logged."
+    return orjson.dumps(error_body(message, code="internal_error"))

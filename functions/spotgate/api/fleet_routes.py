@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from spotgate.api.auth import require_key
+from spotgate.api.auth import require_admin, require_key
 from spotgate.api.errors import json_response
 from spotgate.errors import InvalidRequest, NotFound
 from spotgate.fleet.worker import Worker
@@ -24,12 +25,6 @@ def _runtime(request: Request) -> Runtime:
 def _require_fleet_token(request: Request) -> Runtime:
     runtime = _runtime(request)
     require_key(request, [runtime.settings.fleet_token], "fleet token")
-    return runtime
-
-
-def _require_admin(request: Request) -> Runtime:
-    runtime = _runtime(request)
-    require_key(request, [runtime.settings.admin_key], "admin key")
     return runtime
 
 
@@ -105,14 +100,18 @@ async def evicting(request: Request) -> Response:
 
 
 async def fleet_status(request: Request) -> Response:
-    runtime = _require_admin(request)
+    runtime = require_admin(request)
     workers = [worker_view(runtime, w) for w in runtime.registry.all()]
+    names = runtime.settings.pools
+    control = runtime.orchestrations
+    statuses: list[dict[str, Any] | None] = [None] * len(names)
+    if control is not None:
+        statuses = await asyncio.gather(
+            *(control.get_status(monitor_instance_id(pool)) for pool in names)
+        )
     pools = []
-    for pool in runtime.settings.pools:
+    for pool, status in zip(names, statuses, strict=True):
         members = [w for w in workers if w["pool"] == pool]
-        status = None
-        if runtime.orchestrations is not None:
-            status = await runtime.orchestrations.get_status(monitor_instance_id(pool))
         monitor = (status or {}).get("customStatus") or {}
         pools.append(
             {
@@ -139,7 +138,7 @@ async def fleet_status(request: Request) -> Response:
 
 
 async def kill(request: Request) -> Response:
-    runtime = _require_admin(request)
+    runtime = require_admin(request)
     if runtime.faults is None:
         raise InvalidRequest("Killing a worker is only possible on a local stack.")
     worker_id = request.path_params["worker_id"]
@@ -149,7 +148,7 @@ async def kill(request: Request) -> Response:
 
 
 async def evict(request: Request) -> Response:
-    runtime = _require_admin(request)
+    runtime = require_admin(request)
     if runtime.faults is None:
         raise InvalidRequest("Injecting an eviction is only possible on a local stack.")
     body = parse_body(await request.body() or b"{}")
@@ -162,7 +161,7 @@ async def evict(request: Request) -> Response:
 
 async def spot_market(request: Request) -> Response:
     """Make the local spot market refuse (or grant again) spot capacity, everywhere or in a zone."""
-    runtime = _require_admin(request)
+    runtime = require_admin(request)
     if runtime.faults is None:
         raise InvalidRequest("The spot market can only be changed on a local stack.")
     body = parse_body(await request.body() or b"{}")

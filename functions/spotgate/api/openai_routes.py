@@ -6,7 +6,8 @@ the fields it routes on, so a request costs one JSON parse here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import orjson
@@ -24,6 +25,7 @@ from spotgate.gateway.cache_policy import CacheDecision
 from spotgate.gateway.cache_store import CachedResponse
 from spotgate.gateway.forwarding import Reply, StreamReply
 from spotgate.gateway.normalise import normalise_chat_response, normalise_completion_response
+from spotgate.gateway.relay import Relay
 from spotgate.gateway.sse_assemble import assemble_stream
 from spotgate.gateway.sse_replay import NotReplayable, replay_as_stream
 from spotgate.gateway.upstream_errors import openai_error_body
@@ -85,35 +87,48 @@ def _cached_response(
     )
 
 
-async def _storing_relay(
-    chunks: AsyncIterator[bytes],
+def _storing_relay(
+    chunks: Relay, runtime: Runtime, decision: CacheDecision, model: str, worker_id: str
+) -> Relay:
+    """Relays a stream untouched and stores it once it completed whole, never a broken one."""
+    return Relay(_storing(chunks, runtime, decision, model, worker_id), chunks.aclose)
+
+
+async def _storing(
+    chunks: Relay,
     runtime: Runtime,
     decision: CacheDecision,
     model: str,
     worker_id: str,
-) -> AsyncIterator[bytes]:
-    """Relays a stream untouched and stores it once it completed whole, never a broken one."""
+) -> AsyncGenerator[bytes, None]:
     copied: list[bytes] | None = []
     size = 0
     completed = False
     try:
-        async for chunk in chunks:
-            if copied is not None:
-                size += len(chunk)
-                copied = copied if size <= 4 * decision.max_entry_bytes else None
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
                 if copied is not None:
-                    copied.append(chunk)
-            yield chunk
+                    size += len(chunk)
+                    copied = copied if size <= 4 * decision.max_entry_bytes else None
+                    if copied is not None:
+                        copied.append(chunk)
+                yield chunk
         completed = True
     finally:
-        cache = runtime.response_cache
-        if completed and copied and cache is not None:
+        if completed and copied:
             assembled = assemble_stream(copied)
             if assembled is not None and assembled.get("usage") is not None:
-                stored = CachedResponse(
-                    200, orjson.dumps(assembled), model, runtime.clock.now(), worker_id
-                )
-                cache.schedule_put(decision, stored)
+                _store(runtime, decision, orjson.dumps(assembled), model, worker_id)
+
+
+def _store(
+    runtime: Runtime, decision: CacheDecision, body: bytes, model: str, worker_id: str
+) -> None:
+    """Stores a whole 200 answer in the background (the decision came from this cache)."""
+    cache = runtime.response_cache
+    if cache is not None:
+        stored = CachedResponse(200, body, model, runtime.clock.now(), worker_id)
+        cache.schedule_put(decision, stored)
 
 
 def _endpoint(path: str, check: Checker, normalise: Normaliser, streams: bool):
@@ -127,18 +142,17 @@ def _endpoint(path: str, check: Checker, normalise: Normaliser, streams: bool):
         resolved = await router.resolve(model, body)
         wants_stream = streams and bool(body.get("stream"))
         cache = runtime.response_cache
-        decision = None
+        decision = None  # None exactly when there is no cache
         if cache is not None:
             # aliases and the served name share entries: key on the canonical name
             key_body = body if model == resolved.name else {**body, "model": resolved.name}
             decision = cache.decide(path, key_body, request.headers)
-        x_cache = "MISS" if decision is not None and decision.read else "BYPASS"
-        if cache is not None and decision is not None and decision.read:
-            hit = await cache.get(decision)
+            hit = await cache.get(decision) if decision.read else None
             if hit is not None:
                 cached = _cached_response(hit, body, resolved.name, wants_stream)
                 if cached is not None:
                     return cached
+        x_cache = "MISS" if decision is not None and decision.read else "BYPASS"
         forward_headers = {"X-Request-ID": request.scope[REQUEST_ID]}
         result = await router.forward(
             path, resolved, raw, body, forward_headers, stream=wants_stream
@@ -154,11 +168,8 @@ def _endpoint(path: str, check: Checker, normalise: Normaliser, streams: bool):
         response = _reply_response(
             result, resolved.name, None if wants_stream else normalise, x_cache
         )
-        if cache is not None and decision is not None and decision.write and result.status == 200:
-            stored = CachedResponse(
-                200, response.body, resolved.name, runtime.clock.now(), result.worker_id
-            )
-            cache.schedule_put(decision, stored)
+        if decision is not None and decision.write and result.status == 200:
+            _store(runtime, decision, response.body, resolved.name, result.worker_id)
         return response
 
     return handle

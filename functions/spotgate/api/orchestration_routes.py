@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from spotgate.api.auth import require_key
+from spotgate.api.auth import require_admin
 from spotgate.api.errors import json_response
 from spotgate.errors import InvalidRequest, NotFound
 from spotgate.gateway.request_body import parse_body
@@ -18,8 +18,7 @@ _STARTABLE = {"fleet_monitor"}
 
 
 def _control(request: Request) -> tuple[Runtime, OrchestrationControl]:
-    runtime: Runtime = request.app.state.runtime
-    require_key(request, [runtime.settings.admin_key], "admin key")
+    runtime = require_admin(request)
     if runtime.orchestrations is None:
         raise NotFound("No orchestration runner in this process.", code="not_found")
     return runtime, runtime.orchestrations

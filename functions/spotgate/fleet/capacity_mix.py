@@ -21,6 +21,7 @@ from spotgate.fleet.scaling_decision import (
     ScalingDecision,
 )
 from spotgate.fleet.signals import ON_DEMAND, SPOT, PoolSignals, WorkerSignal
+from spotgate.fleet.worker import WorkerState
 
 
 @dataclass(frozen=True)
@@ -254,18 +255,18 @@ class SpotFirst(CapacityMix, name="spot-first"):
             key=lambda w: (
                 w.in_flight > 0,
                 w.priority != first,
-                w.state != "provisioning",
+                w.state != WorkerState.PROVISIONING,
                 w.in_flight,
                 w.kv_cache_usage,
                 w.worker_id,
             ),
         )
-        ready_left = sum(1 for w in live if w.state == "ready")
+        ready_left = sum(1 for w in live if w.state == WorkerState.READY)
         drain: list[str] = []
         for worker in order:
             if excess.get(key(worker), 0) <= 0:
                 continue
-            if worker.state == "ready":
+            if worker.state == WorkerState.READY:
                 if ready_left - 1 < spot + on_demand:
                     continue
                 ready_left -= 1

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from spotgate.fleet.observation import PoolObservation
+from spotgate.fleet.worker import WorkerState
 
-_COUNTS = ("ready", "draining", "provisioning")
+_COUNTS = (WorkerState.READY, WorkerState.DRAINING, WorkerState.PROVISIONING)
 _LISTS = ("provision", "drain", "delete", "expired", "evicting", "new_evictions", "changes")
 
 

@@ -30,6 +30,7 @@ from spotgate.fleet.fleet_policy import FleetPolicyConfig
 from spotgate.fleet.observation import PoolObservation
 from spotgate.fleet.scaling_decision import ScalingDecision
 from spotgate.fleet.signals import ON_DEMAND, SPOT, PoolSignals, WorkerSignal
+from spotgate.fleet.worker import WorkerState
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,13 @@ def plan_tick(
     scaling, mix_state = mix.decide(target, signals, mix.load_state(state.mix))
 
     by_id = {w.worker_id: w for w in signals.workers}
-    drain = [w for w in scaling.drain if by_id[w].state == "ready"]
+    drain = [w for w in scaling.drain if by_id[w].state == WorkerState.READY]
     delete = _deletions(signals, config)
     deleted = {d["worker_id"] for d in delete}
     delete += [
         {"worker_id": w, "why": "not needed (still provisioning)"}
         for w in scaling.drain
-        if by_id[w].state == "provisioning" and w not in deleted
+        if by_id[w].state == WorkerState.PROVISIONING and w not in deleted
     ]
     deleted = {d["worker_id"] for d in delete}
     delete += [
@@ -99,9 +100,9 @@ def plan_tick(
         observed_at=signals.now,
         desired=scaling.total,
         actual=signals.live_total,
-        ready=observation.count("ready"),
-        draining=observation.count("draining"),
-        provisioning=observation.count("provisioning"),
+        ready=observation.count(WorkerState.READY),
+        draining=observation.count(WorkerState.DRAINING),
+        provisioning=observation.count(WorkerState.PROVISIONING),
         gone=observation.gone,
         load=autoscaler.load(signals),
         spot_target=scaling.spot_target,
@@ -132,9 +133,9 @@ def _deletions(signals: PoolSignals, config: FleetPolicyConfig) -> list[dict[str
 
 
 def _deletion_reason(w: WorkerSignal, now: float, config: FleetPolicyConfig) -> str | None:
-    if w.state == "provisioning" and now - w.since >= config.provision_timeout_s:
+    if w.state == WorkerState.PROVISIONING and now - w.since >= config.provision_timeout_s:
         return f"not ready after {config.provision_timeout_s:g}s"
-    if w.state != "draining":
+    if w.state != WorkerState.DRAINING:
         return None
     if w.evicting:
         deadline = w.deadline if w.deadline is not None else w.since

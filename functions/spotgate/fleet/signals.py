@@ -9,15 +9,19 @@ part of the value (never read from a clock) so a replayed decision is the same.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from spotgate.fleet.worker import WorkerState
 
 SPOT = "spot"
 ON_DEMAND = "on-demand"
 PRIORITIES = (SPOT, ON_DEMAND)
 
-LIVE_STATES = ("provisioning", "ready")
+LIVE_STATES = (WorkerState.PROVISIONING, WorkerState.READY)
 """States that count as capacity that exists or is coming; draining and gone do not."""
+SERVING_STATES = (WorkerState.READY, WorkerState.DRAINING)
+"""States whose engines run requests: live ones that serve, and draining ones finishing."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class WorkerSignal:
     worker_id: str
     priority: str = SPOT
     zone: str | None = None
-    state: str = "ready"
+    state: str = WorkerState.READY
     running: float = 0.0
     waiting: float = 0.0
     kv_cache_usage: float = 0.0
@@ -69,7 +73,7 @@ class WorkerSignal:
             worker_id=str(data["worker_id"]),
             priority=str(data.get("priority", SPOT)),
             zone=None if zone is None else str(zone),
-            state=str(data.get("state", "ready")),
+            state=str(data.get("state", WorkerState.READY)),
             running=float(data.get("running", 0.0) or 0.0),
             waiting=float(data.get("waiting", 0.0) or 0.0),
             kv_cache_usage=float(data.get("kv_cache_usage", 0.0) or 0.0),
@@ -118,13 +122,13 @@ class CapacityFailure:
         )
 
 
-def _counts(data: Mapping[str, Any] | None) -> dict[str, int]:
-    return {str(k): int(v) for k, v in sorted((data or {}).items())}
-
-
 @dataclass(frozen=True)
 class PoolSignals:
-    """One pool at one instant. Lists are tuples so the value is immutable once built."""
+    """One pool at one instant. Lists are tuples so the value is immutable once built.
+
+    `ready` and `provisioning` (per priority) are derived from `workers`; they
+    are in `to_dict` for readers of the JSON and ignored by `from_dict`.
+    """
 
     pool: str
     now: float
@@ -132,8 +136,6 @@ class PoolSignals:
     gateway_in_flight: int = 0
     batch_queue_depth: int = 0
     workers: tuple[WorkerSignal, ...] = ()
-    ready: dict[str, int] = field(default_factory=dict)
-    provisioning: dict[str, int] = field(default_factory=dict)
     evictions: tuple[EvictionSignal, ...] = ()
     capacity_failures: tuple[CapacityFailure, ...] = ()
 
@@ -150,24 +152,14 @@ class PoolSignals:
         evictions: Iterable[EvictionSignal] = (),
         capacity_failures: Iterable[CapacityFailure] = (),
     ) -> PoolSignals:
-        """Derive the per-priority counts from the workers, so callers cannot get them wrong."""
-        ordered = tuple(sorted(workers, key=lambda w: w.worker_id))
-        ready = {
-            p: sum(1 for w in ordered if w.priority == p and w.state == "ready") for p in PRIORITIES
-        }
-        provisioning = {
-            p: sum(1 for w in ordered if w.priority == p and w.state == "provisioning")
-            for p in PRIORITIES
-        }
+        """The value with its lists in a canonical order (workers by id, events by time)."""
         return cls(
             pool=pool,
             now=now,
             admission_queue_depth=admission_queue_depth,
             gateway_in_flight=gateway_in_flight,
             batch_queue_depth=batch_queue_depth,
-            workers=ordered,
-            ready=ready,
-            provisioning=provisioning,
+            workers=tuple(sorted(workers, key=lambda w: w.worker_id)),
             evictions=tuple(sorted(evictions, key=lambda e: (e.at, e.zone or ""))),
             capacity_failures=tuple(
                 sorted(capacity_failures, key=lambda f: (f.at, f.priority, f.zone or ""))
@@ -175,14 +167,30 @@ class PoolSignals:
         )
 
     @property
+    def ready(self) -> dict[str, int]:
+        """Ready workers per priority."""
+        return self._count(WorkerState.READY)
+
+    @property
+    def provisioning(self) -> dict[str, int]:
+        """Provisioning workers per priority."""
+        return self._count(WorkerState.PROVISIONING)
+
+    def _count(self, state: WorkerState) -> dict[str, int]:
+        return {
+            p: sum(1 for w in self.workers if w.priority == p and w.state == state)
+            for p in PRIORITIES
+        }
+
+    @property
     def running(self) -> float:
         """Requests the engines of live or draining workers report running."""
-        return sum(w.running for w in self.workers if w.state in ("ready", "draining"))
+        return sum(w.running for w in self.workers if w.state in SERVING_STATES)
 
     @property
     def waiting(self) -> float:
         """Requests queued inside the engines of live or draining workers."""
-        return sum(w.waiting for w in self.workers if w.state in ("ready", "draining"))
+        return sum(w.waiting for w in self.workers if w.state in SERVING_STATES)
 
     def live(self, priority: str) -> int:
         """Capacity of one priority that exists or is coming (ready + provisioning)."""
@@ -200,8 +208,8 @@ class PoolSignals:
             "gateway_in_flight": self.gateway_in_flight,
             "batch_queue_depth": self.batch_queue_depth,
             "workers": [w.to_dict() for w in self.workers],
-            "ready": dict(self.ready),
-            "provisioning": dict(self.provisioning),
+            "ready": self.ready,
+            "provisioning": self.provisioning,
             "evictions": [e.to_dict() for e in self.evictions],
             "capacity_failures": [f.to_dict() for f in self.capacity_failures],
         }
@@ -215,8 +223,6 @@ class PoolSignals:
             gateway_in_flight=int(data.get("gateway_in_flight", 0) or 0),
             batch_queue_depth=int(data.get("batch_queue_depth", 0) or 0),
             workers=tuple(WorkerSignal.from_dict(w) for w in data.get("workers") or ()),
-            ready=_counts(data.get("ready")),
-            provisioning=_counts(data.get("provisioning")),
             evictions=tuple(EvictionSignal.from_dict(e) for e in data.get("evictions") or ()),
             capacity_failures=tuple(
                 CapacityFailure.from_dict(f) for f in data.get("capacity_failures") or ()

@@ -234,17 +234,16 @@ class PoolCapacity:
     """Slots per pool = ready workers x per-worker concurrency, kept current from registry
     events so the hot path reads a dict instead of scanning the fleet."""
 
-    def __init__(self, registry: WorkerRegistry, per_worker: int | Callable[[Worker], int]) -> None:
+    def __init__(self, registry: WorkerRegistry, per_worker: int) -> None:
         self._registry = registry
-        self._per_worker = per_worker if callable(per_worker) else (lambda _w: per_worker)
-        self._slots: dict[str, int] = {}
+        self._per_worker = max(0, per_worker)
         self._ready: dict[str, int] = {}
         self._listeners: list[Callable[[str], None]] = []
         self.refresh()
         registry.subscribe(self._changed)
 
     def __call__(self, pool: str) -> int:
-        return self._slots.get(pool, 0)
+        return self._ready.get(pool, 0) * self._per_worker
 
     def ready_workers(self, pool: str) -> int:
         return self._ready.get(pool, 0)
@@ -254,13 +253,11 @@ class PoolCapacity:
         self._listeners.append(listener)
 
     def refresh(self) -> None:
-        slots: dict[str, int] = {}
         ready: dict[str, int] = {}
         for worker in self._registry.all():
             if worker.state == WorkerState.READY:
-                slots[worker.pool] = slots.get(worker.pool, 0) + max(0, self._per_worker(worker))
                 ready[worker.pool] = ready.get(worker.pool, 0) + 1
-        self._slots, self._ready = slots, ready
+        self._ready = ready
 
     def _changed(self, worker: Worker) -> None:
         self.refresh()

@@ -78,6 +78,9 @@ class ModelCatalog:
             self._by_served.setdefault(entry.worker_model, entry)
         self._configured = frozenset(configured) - self._by_name.keys() - self._by_served.keys()
         self._auto_name = auto_name if any(e.auto for e in self._entries) else None
+        self._auto = tuple(
+            sorted((e for e in self._entries if e.auto), key=lambda e: (e.price, e.name))
+        )
 
     @property
     def entries(self) -> tuple[ModelEntry, ...]:
@@ -85,7 +88,7 @@ class ModelCatalog:
 
     def auto_candidates(self) -> list[ModelEntry]:
         """Entries `model: "auto"` may pick, cheapest first (ties by name, so it is stable)."""
-        return sorted((e for e in self._entries if e.auto), key=lambda e: (e.price, e.name))
+        return list(self._auto)
 
     def is_auto(self, model: str) -> bool:
         """Whether `model` is the auto name and some entry may be chosen for it."""
@@ -100,12 +103,12 @@ class ModelCatalog:
         ready = self._registry.ready_for_model(model)  # O(1): the hot path stops here
         if ready:
             return ResolvedModel(model, model, model, ready[0].pool)
-        if model in self._configured:
-            return ResolvedModel(model, model, model, self._pool_of(model))
-        for worker in self._registry.all():  # a recently gone worker's model waits for a new one
-            if worker.model == model:
-                return ResolvedModel(model, model, model, worker.pool)
-        return None
+        # any worker of the model names its pool (a recently gone one's model waits for a
+        # new one there); a configured name no worker has served yet is in the default pool
+        pool = next((w.pool for w in self._registry.all() if w.model == model), None)
+        if pool is None and model in self._configured:
+            pool = DEFAULT_POOL
+        return None if pool is None else ResolvedModel(model, model, model, pool)
 
     def knows(self, model: str) -> bool:
         return self.is_auto(model) or self.resolve(model) is not None
@@ -136,9 +139,3 @@ class ModelCatalog:
             for model, ts in sorted(created.items())
         ]
         return {"object": "list", "data": data}
-
-    def _pool_of(self, model: str) -> str:
-        for worker in self._registry.all():
-            if worker.model == model:
-                return worker.pool
-        return DEFAULT_POOL

@@ -13,7 +13,7 @@ error event and [DONE], never a hung socket.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ from spotgate.fleet.worker import Worker
 from spotgate.gateway.breaker import is_connection_refused
 from spotgate.gateway.health import PassiveHealth
 from spotgate.gateway.load import OutstandingRequests
+from spotgate.gateway.relay import Relay
 from spotgate.gateway.selection import SelectionPolicy
 from spotgate.gateway.stream_resume import StreamRelays
 from spotgate.gateway.upstream import UpstreamClient, UpstreamStream, WorkerUnreachable
@@ -48,8 +49,10 @@ class Reply:
 
 @dataclass(slots=True)
 class StreamReply:
+    """An open stream; whoever takes it must read it to its end or `aclose()` its chunks."""
+
     worker_id: str
-    chunks: AsyncIterator[bytes]
+    chunks: Relay
 
 
 class Forwarder:
@@ -95,68 +98,50 @@ class Forwarder:
     async def forward(
         self, path: str, model: str, raw: bytes, body: dict[str, Any], headers: dict[str, str]
     ) -> Reply:
-        tried: set[str] = set()
-        last_problem = "no worker answered"
-        timeout = self._first_byte_timeout_s
-        deadline = self._deadline()
-        for attempt in range(self._max_attempts):
-            if attempt and deadline is not None and self._clock.now() >= deadline:
-                last_problem += f"; retry deadline of {self._retry_deadline_s:g} s passed"
-                break
-            worker = await self._pick(model, body, tried, self._capacity_wait_s)
-            if worker is None:
-                break
-            tried.add(worker.id)
-            self._load.start(worker.id)
-            try:
-                if timeout is None:
-                    reply = await self._upstream.post(worker.url + path, raw, {**_JSON, **headers})
-                else:
-                    async with asyncio.timeout(timeout):
-                        reply = await self._upstream.post(
-                            worker.url + path, raw, {**_JSON, **headers}
-                        )
-            except WorkerUnreachable as exc:
-                self._health.failed(worker.id, fatal=is_connection_refused(exc))
-                last_problem = f"worker {worker.id}: {exc}"
-                continue
-            except TimeoutError:
-                self._health.failed(worker.id)
-                last_problem = f"worker {worker.id} sent no reply{_within_text(timeout)}"
-                continue
-            finally:
-                self._load.finish(worker.id)
-            if reply.status in _RETRY_STATUSES:
-                self._health.failed(worker.id)
-                last_problem = f"worker {worker.id} answered {reply.status}"
-                continue
-            self._health.succeeded(worker.id)
-            return Reply(worker.id, reply.status, reply.body, reply.content_type)
-        raise _unserved(model, len(tried), last_problem)
+        sent = {**_JSON, **headers}
+        return await self._attempts(
+            model, body, set(), lambda worker: self._post(worker, path, raw, sent)
+        )
 
     async def forward_stream(
         self, path: str, model: str, raw: bytes, body: dict[str, Any], headers: dict[str, str]
     ) -> StreamReply | Reply:
         """Opens a stream on a healthy worker; errors before the first byte are retried."""
+        sent = {**_JSON, **headers}
         tried: set[str] = set()
+
+        async def attempt(worker: Worker) -> StreamReply | Reply | str:
+            opened = await self._open(worker, path, raw, sent)
+            if isinstance(opened, str | Reply):
+                return opened
+            relay = self._relays.relay(worker, opened, path, model, body, headers, tried)
+            return StreamReply(worker.id, relay)
+
+        return await self._attempts(model, body, tried, attempt)
+
+    async def _attempts(
+        self,
+        model: str,
+        body: dict[str, Any],
+        tried: set[str],
+        attempt: Callable[[Worker], Awaitable[T | str]],
+    ) -> T:
+        """The first result of `attempt` on untried workers, in turn (a str is why that worker
+        failed), within the attempt budget and the retry deadline; else UpstreamError."""
         last_problem = "no worker answered"
         deadline = self._deadline()
-        for attempt in range(self._max_attempts):
-            if attempt and deadline is not None and self._clock.now() >= deadline:
+        for number in range(self._max_attempts):
+            if number and deadline is not None and self._clock.now() >= deadline:
                 last_problem += f"; retry deadline of {self._retry_deadline_s:g} s passed"
                 break
             worker = await self._pick(model, body, tried, self._capacity_wait_s)
             if worker is None:
                 break
             tried.add(worker.id)
-            opened = await self._open(worker, path, raw, headers)
-            if isinstance(opened, str):
-                last_problem = opened
-                continue
-            if isinstance(opened, Reply):
-                return opened
-            relay = self._relays.relay(worker, opened, path, model, body, headers, tried)
-            return StreamReply(worker.id, relay)
+            result = await attempt(worker)
+            if not isinstance(result, str):
+                return result
+            last_problem = result
         raise _unserved(model, len(tried), last_problem)
 
     async def _reopen(
@@ -169,6 +154,7 @@ class Forwarder:
     ) -> tuple[Worker, UpstreamStream] | str:
         """The continuation's stream on a worker this stream has not used, or why not."""
         raw = orjson.dumps(request)
+        sent = {**_JSON, **headers}
         problem = "no other worker serves the model"
         for _ in range(self._max_attempts):
             try:
@@ -178,7 +164,7 @@ class Forwarder:
             if worker is None:
                 break
             tried.add(worker.id)
-            opened = await self._open(worker, path, raw, headers)
+            opened = await self._open(worker, path, raw, sent)
             if isinstance(opened, Reply):
                 message = orjson.loads(openai_error_body(opened.status, opened.body))["error"]
                 return f"worker {worker.id} answered {opened.status}: {message['message']}"
@@ -187,14 +173,37 @@ class Forwarder:
             problem = opened
         return problem
 
+    async def _post(
+        self, worker: Worker, path: str, raw: bytes, sent: dict[str, str]
+    ) -> Reply | str:
+        """The worker's final (non-retryable) reply, or why this worker failed."""
+        self._load.start(worker.id)
+        timeout = self._first_byte_timeout_s
+        try:
+            reply = await _within(timeout, self._upstream.post(worker.url + path, raw, sent))
+        except WorkerUnreachable as exc:
+            self._health.failed(worker.id, fatal=is_connection_refused(exc))
+            return f"worker {worker.id}: {exc}"
+        except TimeoutError:
+            self._health.failed(worker.id)
+            return f"worker {worker.id} sent no reply{_within_text(timeout)}"
+        finally:
+            self._load.finish(worker.id)
+        if reply.status in _RETRY_STATUSES:
+            self._health.failed(worker.id)
+            return f"worker {worker.id} answered {reply.status}"
+        self._health.succeeded(worker.id)
+        return Reply(worker.id, reply.status, reply.body, reply.content_type)
+
     async def _open(
-        self, worker: Worker, path: str, raw: bytes, headers: dict[str, str]
+        self, worker: Worker, path: str, raw: bytes, sent: dict[str, str]
     ) -> UpstreamStream | Reply | str:
-        """A 200 stream; a final (non-retryable) reply; or why this worker failed."""
+        """A 200 stream; a final (non-retryable) reply; or why this worker failed.
+        `sent` are the headers as sent: the client's over `_JSON`."""
         self._load.start(worker.id)
         timeout = self._stream_first_byte_timeout_s
         try:
-            opening = self._upstream.open_stream(worker.url + path, raw, {**_JSON, **headers})
+            opening = self._upstream.open_stream(worker.url + path, raw, sent)
             stream = await _within(timeout, opening)
         except WorkerUnreachable as exc:
             self._load.finish(worker.id)

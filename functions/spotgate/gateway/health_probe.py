@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
+from spotgate.background import cancel_and_wait
 from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.worker import Worker, WorkerState
 from spotgate.gateway.breaker import BreakerState
@@ -82,10 +83,7 @@ class HealthProbe:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def probe_once(self) -> None:
         workers = self._registry.all()

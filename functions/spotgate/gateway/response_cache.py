@@ -70,10 +70,6 @@ class ResponseCache:
         """False from a failed store call until the next one that succeeds."""
         return self._healthy
 
-    @property
-    def policy(self) -> CachePolicy:
-        return self._policy
-
     def decide(
         self,
         endpoint: str,

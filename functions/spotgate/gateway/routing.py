@@ -8,7 +8,8 @@ when the queue is full or the wait runs out.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 from typing import Any
 
@@ -23,15 +24,28 @@ from spotgate.gateway.admission import (
 from spotgate.gateway.auto_model import AutoModelChooser
 from spotgate.gateway.catalog import ModelCatalog, ResolvedModel, rewrite_model
 from spotgate.gateway.forwarding import Forwarder, Reply, StreamReply
+from spotgate.gateway.relay import Relay
 from spotgate.gateway.spillover import SpilloverClient, should_spill
 
 
-async def _release_after(chunks: AsyncIterator[bytes], ticket: Admitted) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in chunks:
-            yield chunk
-    finally:
-        ticket.release()
+def _holding(ticket: Admitted, chunks: Relay) -> Relay:
+    """`chunks` holding the pool's admission slot until they end or are closed."""
+
+    async def relayed() -> AsyncGenerator[bytes, None]:
+        try:
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            ticket.release()
+
+    async def release() -> None:
+        try:
+            await chunks.aclose()
+        finally:
+            ticket.release()
+
+    return Relay(relayed(), release)
 
 
 class Router:
@@ -96,7 +110,7 @@ class Router:
                 result = await self._forwarder.forward_stream(path, served, raw, body, headers)
                 if isinstance(result, StreamReply):
                     released_by_stream = True
-                    return replace(result, chunks=_release_after(result.chunks, ticket))
+                    return replace(result, chunks=_holding(ticket, result.chunks))
                 return result
             return await self._forwarder.forward(path, served, raw, body, headers)
         except (NoCapacity, UpstreamError):

@@ -13,7 +13,7 @@ PooledHttpUpstream is http-only).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -22,7 +22,8 @@ import orjson
 from spotgate.errors import UpstreamError
 from spotgate.gateway.admission import PoolState
 from spotgate.gateway.model_catalogue import ModelEntry, SpilloverTarget
-from spotgate.gateway.sse_progress import sse_error
+from spotgate.gateway.relay import Relay, Release, once
+from spotgate.gateway.sse_progress import SseRelay
 from spotgate.gateway.upstream import UpstreamClient, UpstreamStream, WorkerUnreachable
 
 if TYPE_CHECKING:
@@ -99,7 +100,8 @@ class SpilloverClient:
             finally:
                 await stream.close()
             return Reply(worker_id, stream.status, payload, "application/json")
-        return StreamReply(worker_id, self._relay(worker_id, stream))
+        close = once(stream.close)
+        return StreamReply(worker_id, Relay(self._relay(worker_id, stream, close), close))
 
     def headers_for(self, target: SpilloverTarget) -> dict[str, str]:
         """Auth for the target: Bearer everywhere, plus `api-key`, which Azure OpenAI reads."""
@@ -136,13 +138,18 @@ class SpilloverClient:
         )
 
     @staticmethod
-    async def _relay(worker_id: str, stream: UpstreamStream) -> AsyncIterator[bytes]:
-
+    async def _relay(
+        worker_id: str, stream: UpstreamStream, close: Release
+    ) -> AsyncGenerator[bytes, None]:
+        """Whole lines relayed, so a break never glues the error event onto half a line."""
+        relay = SseRelay()
         try:
             async for chunk in stream.chunks():
-                yield chunk
+                if out := relay.feed(chunk):
+                    yield out
+            if out := relay.flush():
+                yield out
         except WorkerUnreachable:
-            yield sse_error(f"{worker_id} failed mid-stream", "worker_lost")
-            yield b"data: [DONE]\n\n"
+            yield relay.fail(f"{worker_id} failed mid-stream")
         finally:
-            await stream.close()
+            await close()

@@ -16,12 +16,18 @@ from typing import Any
 
 import orjson
 
+from spotgate.errors import error_body
+
 DONE = b"data: [DONE]\n\n"
 
 
-def sse_error(message: str, code: str = "upstream_error") -> bytes:
-    payload = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
+def sse_event(payload: dict[str, Any]) -> bytes:
+    """One SSE event carrying `payload` as JSON."""
     return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def sse_error(message: str, code: str = "upstream_error") -> bytes:
+    return sse_event(error_body(message, code=code))
 
 
 class SseRelay:
@@ -282,4 +288,4 @@ class StreamProgress(SseRelay):
         if not self.identity:  # the first worker sent no chunk: the continuation's is ours
             self.identity = {k: obj[k] for k in ("id", "created", "model") if k in obj}
         kind = "chat.completion.chunk" if self.chat else "text_completion"
-        return b"data: " + orjson.dumps({"object": kind, **obj, **self.identity}) + b"\n\n"
+        return sse_event({"object": kind, **obj, **self.identity})

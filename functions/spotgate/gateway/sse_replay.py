@@ -19,9 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
-DONE = b"data: [DONE]\n\n"
+from spotgate.gateway.sse_progress import DONE, sse_event
 
 # Streamed in this order, as a reasoning model emits its reasoning first.
 TEXT_FIELDS = ("reasoning_content", "reasoning", "refusal", "content")
@@ -44,10 +42,6 @@ def _is_empty(value: Any) -> bool:
 def only_known(obj: dict[str, Any], known: frozenset[str]) -> bool:
     """True when every field outside `known` is null or empty (vLLM sends them as null)."""
     return all(key in known or _is_empty(value) for key, value in obj.items())
-
-
-def _event(payload: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
 def _pieces(text: str, size: int) -> list[str]:
@@ -152,9 +146,11 @@ def replay_as_stream(
             choice.get("finish_reason"), str
         ):
             raise NotReplayable("a choice without an index or a finish_reason")
-        events.extend(_event({**base, "choices": [chunk]}) for chunk in split(choice, chunk_chars))
+        events.extend(
+            sse_event({**base, "choices": [chunk]}) for chunk in split(choice, chunk_chars)
+        )
     usage = body.get("usage")
     if include_usage and isinstance(usage, dict):
-        events.append(_event({**base, "choices": [], "usage": _clean_usage(usage)}))
+        events.append(sse_event({**base, "choices": [], "usage": _clean_usage(usage)}))
     events.append(DONE)
     return events

@@ -15,12 +15,13 @@ and [DONE] instead, as does running out of resumes or workers.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from spotgate.fleet.worker import Worker
 from spotgate.gateway.health import PassiveHealth
 from spotgate.gateway.load import OutstandingRequests
+from spotgate.gateway.relay import Relay
 from spotgate.gateway.sse_progress import SseRelay, StreamProgress
 from spotgate.gateway.upstream import UpstreamStream, WorkerUnreachable
 
@@ -63,9 +64,34 @@ def resume_blocker(path: str, body: dict[str, Any]) -> str | None:
     return "only completion streams can be resumed"
 
 
+class _Lease:
+    """The worker stream a relay reads now and the load slot it takes, released once,
+    by the relay's own cleanup or by closing the relay, whichever comes first."""
+
+    __slots__ = ("_load", "_released", "stream", "worker")
+
+    def __init__(self, load: OutstandingRequests, worker: Worker, stream: UpstreamStream) -> None:
+        self._load = load
+        self.hold(worker, stream)
+
+    def hold(self, worker: Worker, stream: UpstreamStream) -> None:
+        """Takes over the next worker's stream, once the last one was released."""
+        self.worker, self.stream, self._released = worker, stream, False
+
+    async def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        try:
+            await self.stream.close()
+        finally:
+            self._load.finish(self.worker.id)
+
+
 class StreamRelays:
     """The relays a Forwarder hands out for open streams: resuming where it can, plain where
-    it cannot. Either releases the worker's load slot and reports failures to `health`."""
+    it cannot. Either releases the worker's load slot and reports failures to `health`;
+    closing one releases them even if nobody started reading it."""
 
     def __init__(
         self,
@@ -89,16 +115,16 @@ class StreamRelays:
         body: dict[str, Any],
         headers: dict[str, str],
         tried: set[str],
-    ) -> AsyncIterator[bytes]:
+    ) -> Relay:
+        lease = _Lease(self._load, worker, stream)
         blocker = resume_blocker(path, body)
         if blocker is not None:
-            return self._plain(worker, stream, blocker)
-        return self._resuming(worker, stream, path, model, body, headers, tried)
+            return Relay(self._plain(lease, blocker), lease.release)
+        return Relay(self._resuming(lease, path, model, body, headers, tried), lease.release)
 
-    async def _plain(
-        self, worker: Worker, stream: UpstreamStream, blocker: str
-    ) -> AsyncIterator[bytes]:
+    async def _plain(self, lease: _Lease, blocker: str) -> AsyncGenerator[bytes, None]:
         """A stream no other worker could continue (`blocker` says why): whole lines relayed."""
+        worker, stream = lease.worker, lease.stream
         relay = SseRelay()
         try:
             async for chunk in stream.chunks():
@@ -112,29 +138,28 @@ class StreamRelays:
             log.warning("%s; the answer cannot be resumed: %s", problem, blocker)
             yield relay.fail(f"{problem}; the answer cannot be resumed: {blocker}.")
         finally:
-            await stream.close()
-            self._load.finish(worker.id)
+            await lease.release()
 
     async def _resuming(
         self,
-        worker: Worker,
-        stream: UpstreamStream,
+        lease: _Lease,
         path: str,
         model: str,
         body: dict[str, Any],
         headers: dict[str, str],
         tried: set[str],
-    ) -> AsyncIterator[bytes]:
-        """Relays `stream`; when its worker dies, goes on with a continuation elsewhere."""
+    ) -> AsyncGenerator[bytes, None]:
+        """Relays the lease's stream; when its worker dies, goes on with a continuation
+        elsewhere, on a stream the lease then holds."""
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         progress = StreamProgress(
             chat=path.endswith("/chat/completions"), include_usage=include_usage
         )
-        current: UpstreamStream | None = stream
         preamble = b""
         resumes = 0
-        while current is not None:
+        while True:
+            worker, current = lease.worker, lease.stream
             problem = f"worker {worker.id} ended the stream early"
             fatal = False
             try:
@@ -149,9 +174,7 @@ class StreamRelays:
                 problem = f"worker {worker.id} failed mid-stream: {exc}"
                 fatal = True
             finally:
-                await current.close()
-                self._load.finish(worker.id)
-            current = None
+                await lease.release()
             if progress.done:
                 return
             if progress.error is not None:
@@ -181,4 +204,4 @@ class StreamRelays:
                 yield preamble + progress.fail(f"{problem}; resuming it failed: {reopened}.")
                 return
             log.info("%s; resumed on worker %s", problem, reopened[0].id)
-            worker, current = reopened
+            lease.hold(*reopened)

@@ -57,12 +57,20 @@ def _content_tokens(content: Any) -> int:
     return _text_tokens(orjson.dumps(content).decode())
 
 
+def _id_count(prompt: Any) -> int | None:
+    """How many token ids `prompt` holds if it is a list of them, else None."""
+    if isinstance(prompt, list) and all(isinstance(x, int) for x in prompt):
+        return len(prompt)
+    return None
+
+
 def _prompt_tokens(prompt: Any) -> int:
     """For a completion prompt: text, token ids, or a batch (each its own sequence: the max)."""
     if isinstance(prompt, str):
         return _text_tokens(prompt)
-    if isinstance(prompt, list) and prompt and all(isinstance(x, int) for x in prompt):
-        return len(prompt)
+    ids = _id_count(prompt)
+    if ids is not None:
+        return ids
     if isinstance(prompt, list):
         return max((_prompt_tokens(item) for item in prompt), default=0)
     return 0
@@ -106,12 +114,13 @@ def tokenize_request(model: str, body: dict[str, Any]) -> dict[str, Any] | None:
 def _exact_without_tokenizer(body: dict[str, Any]) -> int | None:
     """Token-id prompts need no tokenizer: their length is the count."""
     prompt = body.get("prompt")
-    if isinstance(prompt, list) and prompt:
-        if all(isinstance(x, int) for x in prompt):
-            return len(prompt)
-        if all(isinstance(x, list) and all(isinstance(i, int) for i in x) for x in prompt):
-            return max(len(x) for x in prompt)
-    return None
+    if not isinstance(prompt, list) or not prompt:
+        return None
+    ids = _id_count(prompt)
+    if ids is not None:
+        return ids
+    batch = [n for n in map(_id_count, prompt) if n is not None]
+    return max(batch) if len(batch) == len(prompt) else None
 
 
 class TokenCounter:
@@ -137,12 +146,14 @@ class TokenCounter:
         if known is not None:
             return TokenCount(known, exact=True)
         request = tokenize_request(served_name, body)
-        workers = [w for w in self._registry.ready_for_model(served_name) if self._usable(w.id)]
-        if request is not None and workers and self._timeout_s > 0:
-            worker = workers[next(self._turn) % len(workers)]
-            counted = await self._ask(worker.url + "/tokenize", request)
-            if counted is not None:
-                return TokenCount(counted, exact=True)
+        if request is not None and self._timeout_s > 0:
+            ready = self._registry.ready_for_model(served_name)
+            workers = [w for w in ready if self._usable(w.id)]
+            if workers:
+                worker = workers[next(self._turn) % len(workers)]
+                counted = await self._ask(worker.url + "/tokenize", request)
+                if counted is not None:
+                    return TokenCount(counted, exact=True)
         return TokenCount(estimate_tokens(body), exact=False)
 
     async def _ask(self, url: str, request: dict[str, Any]) -> int | None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from spotgate.errors import error_body
+
 _TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 429: "rate_limit_error"}
 
 
@@ -23,11 +25,12 @@ def openai_error_body(status: int, raw: bytes) -> bytes:
         parsed = {}
     info = parsed.get("error") if isinstance(parsed.get("error"), dict) else parsed
     message = info.get("message") or f"The worker answered HTTP {status}."
-    code = info.get("code")
-    error = {
-        "message": str(message),
-        "type": str(info.get("type") or _TYPES.get(status, "server_error")),
-        "param": info.get("param") if isinstance(info.get("param"), str) else None,
-        "code": code if isinstance(code, str) else None,
-    }
-    return orjson.dumps({"error": error})
+    param, code = info.get("param"), info.get("code")
+    return orjson.dumps(
+        error_body(
+            str(message),
+            str(info.get("type") or _TYPES.get(status, "server_error")),
+            param=param if isinstance(param, str) else None,
+            code=code if isinstance(code, str) else None,
+        )
+    )

@@ -15,7 +15,7 @@ from typing import Any
 
 from spotgate.fleet.compute import CapacityError, ProvisionRequest
 from spotgate.fleet.observation import observe_pool as _observe
-from spotgate.fleet.worker import RETIRED_PREFIX
+from spotgate.fleet.worker import RETIRED_PREFIX, WorkerState
 from spotgate.orchestrations.services import FleetServices
 
 log = logging.getLogger("spotgate.fleet")
@@ -91,7 +91,7 @@ async def drain_workers(services: FleetServices, payload: dict[str, Any]) -> lis
     drained = []
     for worker_id in payload.get("workers") or []:
         worker = services.registry.get(worker_id)
-        if worker is not None and worker.state.value == "ready":
+        if worker is not None and worker.state == WorkerState.READY:
             services.registry.drain(worker_id, str(payload.get("reason") or "scale down"))
             drained.append(worker_id)
     return drained

@@ -55,20 +55,10 @@ _TRANSIENT_CODES = {
 class ArmTransientError(Exception):
     """ARM stayed throttled or unavailable through every retry; nothing to fix but waiting."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        operation: str,
-        status: int | None,
-        code: str | None,
-        retry_after_s: float | None,
-    ) -> None:
+    def __init__(self, message: str, *, status: int | None, code: str | None) -> None:
         super().__init__(message)
-        self.operation = operation
         self.status = status
         self.code = code
-        self.retry_after_s = retry_after_s
 
 
 def _errors(err: HttpResponseError) -> list[tuple[str | None, str]]:
@@ -100,14 +90,6 @@ def _is_transient(err: HttpResponseError) -> bool:
     return any((code or "").lower() in _TRANSIENT_CODES for code, _ in _errors(err))
 
 
-def _retry_after(err: HttpResponseError) -> float | None:
-    value = getattr(err.response, "headers", {}).get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date; azure-core honoured it already
-
-
 @contextlib.contextmanager
 def surfacing_transient(operation: str) -> Iterator[None]:
     """Turns what is left of a throttled or unreachable ARM into one ArmTransientError."""
@@ -120,27 +102,23 @@ def surfacing_transient(operation: str) -> Iterator[None]:
         raise ArmTransientError(
             f"{operation}: ARM still answers {err.status_code} {code or ''} after retries: "
             f"{_errors(err)[0][1]}",
-            operation=operation,
             status=err.status_code,
             code=code,
-            retry_after_s=_retry_after(err),
         ) from err
     except (ServiceRequestError, ServiceResponseError) as err:
         raise ArmTransientError(
             f"{operation}: ARM unreachable after retries: {err}",
-            operation=operation,
             status=None,
             code=None,
-            retry_after_s=None,
         ) from err
 
 
 def is_gone(err: AzureError) -> bool:
     """The scale set, or the instance asked for, no longer exists."""
-    if isinstance(err, HttpResponseError) and err.status_code == 404:
-        return True
     if not isinstance(err, HttpResponseError):
         return False
+    if err.status_code == 404:
+        return True
     # deleteInstances answers 400 InvalidParameter for an instance id that is already gone.
     return any(
         (code or "").lower() == "invalidparameter" and "not an active" in message.lower()

@@ -72,6 +72,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from spotgate.errors import error_body
+
 log = logging.getLogger("spotgate.azure.bridge")
 
 # Body messages the app may send ahead of the client: enough to keep tokens
@@ -86,9 +88,7 @@ def openai_error_response(
     status: int, message: str, *, request_id: str | None = None, code: str | None = None
 ) -> StreamingResponse:
     """An error in OpenAI's shape, as a (one-chunk) StreamingResponse like every bridged reply."""
-    body = orjson.dumps(
-        {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
-    )
+    body = orjson.dumps(error_body(message, code=code))
     headers = {"content-type": "application/json", "content-length": str(len(body))}
     if request_id:
         headers["x-request-id"] = request_id
@@ -275,15 +275,13 @@ class BridgedResponse(StreamingResponse):
             self._exchange.close()
 
 
-async def call_asgi(
-    app: ASGIApp, request: Request, *, trust_forwarded_proto: bool = True
-) -> StreamingResponse:
+async def call_asgi(app: ASGIApp, request: Request) -> StreamingResponse:
     """Runs `app` for `request` and returns its response once the app has started it.
 
     The app keeps running in its own task while the returned response streams
     its body; a client disconnect reaches the app as `http.disconnect`.
     """
-    scope = build_scope(request, trust_forwarded_proto=trust_forwarded_proto)
+    scope = build_scope(request)
     scope["state"] = lifespan_state(app)
     exchange = _Exchange(request)
     task = asyncio.create_task(exchange.run(app, scope))

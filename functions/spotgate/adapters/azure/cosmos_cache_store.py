@@ -21,19 +21,27 @@ from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.cosmos import PartitionKey
-from azure.cosmos.aio import ContainerProxy, CosmosClient
+from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
 from spotgate.clock import Clock, SystemClock
 
 # Cosmos rejects items over 2 MB; base64 grows the value by a third.
 MAX_VALUE_BYTES = 1_500_000
-_NOT_INDEXED: dict[str, Any] = {
+
+NOT_INDEXED: dict[str, Any] = {
     "indexingMode": "consistent",
     "automatic": True,
     "includedPaths": [],
     "excludedPaths": [{"path": "/*"}],
 }
+"""The indexing policy of a container only ever read whole or by id (the cache, the workers)."""
+
+CACHE_CONTAINER = "cache"
+CACHE_PARTITION_KEY = "/id"
+CACHE_DEFAULT_TTL = -1
+"""TTL on, with no default: an item expires only when its own `ttl` says so."""
+CACHE_INDEXING_POLICY = NOT_INDEXED
 
 
 class CosmosCacheStore:
@@ -89,6 +97,16 @@ class CosmosCacheStore:
             self._client = None
 
 
+async def ensure_cache_container(db: DatabaseProxy, container: str = CACHE_CONTAINER) -> None:
+    """Create the cache container in `db` if missing (needs a key or a control-plane role)."""
+    await db.create_container_if_not_exists(
+        id=container,
+        partition_key=PartitionKey(path=CACHE_PARTITION_KEY),
+        default_ttl=CACHE_DEFAULT_TTL,
+        indexing_policy=CACHE_INDEXING_POLICY,
+    )
+
+
 async def create_cosmos_cache_store(
     endpoint: str,
     credential: str | AsyncTokenCredential,
@@ -107,12 +125,7 @@ async def create_cosmos_cache_store(
     client = CosmosClient(endpoint, credential=credential, connection_verify=connection_verify)
     try:
         db = await client.create_database_if_not_exists(id=database)
-        await db.create_container_if_not_exists(
-            id=container,
-            partition_key=PartitionKey(path="/id"),
-            default_ttl=-1,
-            indexing_policy=_NOT_INDEXED,
-        )
+        await ensure_cache_container(db, container)
     except BaseException:
         await client.close()
         raise

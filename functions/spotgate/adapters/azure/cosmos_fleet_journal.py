@@ -6,8 +6,9 @@ the fleet routes call it synchronously, so writes go into an in-memory
 window at once and reach Cosmos from a background task (coalesced, retried
 with backoff, flushed by `close()`); reads are served from the window.
 `pull(pool)` refreshes the window from Cosmos, which is how one instance
-learns what another recorded: the monitor's observe activity calls it for
-its pool before it reads the window.
+learns what another recorded: the host's registry sync (store_sync.py)
+calls it for every pool, with `decisions=False` on most rounds since only
+the fleet routes read the decisions and events are what the monitor needs.
 
 Container `journal`, partition key `/pool`, one item per entry, typed by
 `kind`:
@@ -46,16 +47,9 @@ from typing import Any, overload
 from urllib.parse import quote
 
 import orjson
-from azure.core.credentials_async import AsyncTokenCredential
-from azure.cosmos.aio import ContainerProxy, CosmosClient
+from azure.cosmos.aio import ContainerProxy
 
-from spotgate.adapters.azure.write_behind import (
-    HybridClock,
-    WriteBehind,
-    WriteBehindOptions,
-    WriteOp,
-    WriteStats,
-)
+from spotgate.adapters.azure.write_behind import WriteBehindOptions, WriteBehindStore, WriteOp
 from spotgate.fleet.signals import CapacityFailure, EvictionSignal
 
 JOURNAL_CONTAINER = "journal"
@@ -86,25 +80,25 @@ DEFAULT_EVENT_TTL_S = 2 * 86400
 DEFAULT_DECISION_TTL_S = 7 * 86400
 
 
-def _id_part(value: str) -> str:
+def id_part(value: str) -> str:
     """Cosmos ids may not hold / \\ ? #: escape them (ordinary names are unchanged)."""
     return quote(value, safe="-_.~:@")
 
 
 def eviction_id(pool: str, worker_id: str) -> str:
-    return f"{EVICTION}:{_id_part(pool)}:{_id_part(worker_id)}"
+    return f"{EVICTION}:{id_part(pool)}:{id_part(worker_id)}"
 
 
 def _order(item: dict[str, Any]) -> tuple[int, str, str]:
     return (int(item.get("seq") or 0), str(item.get("writer") or ""), str(item["id"]))
 
 
-class CosmosFleetJournal:
+class CosmosFleetJournal(WriteBehindStore):
     """A `FleetJournal` (and `DecisionLog`) over a Cosmos container, read from memory.
 
     Host calls, all on the event loop: `await load()` and `await start()` at
-    startup, `await pull(pool)` before reading a pool's window (the
-    monitor's observe activity), `await close()` on shutdown.
+    startup, `await pull(pool)` periodically (the registry sync), `await
+    close()` on shutdown.
     """
 
     def __init__(
@@ -117,15 +111,10 @@ class CosmosFleetJournal:
         decision_ttl_s: int | None = DEFAULT_DECISION_TTL_S,
         options: WriteBehindOptions | None = None,
         instance_id: str | None = None,
-        owned_client: CosmosClient | None = None,
-        owned_credential: AsyncTokenCredential | None = None,
     ) -> None:
         if max_decisions <= 0 or max_events_per_pool <= 0:
             raise ValueError("max_decisions and max_events_per_pool must be positive")
-        self._container = container
-        self._writes = WriteBehind(container, name="journal", options=options)
-        self._writer = instance_id or uuid.uuid4().hex[:12]
-        self._clock = HybridClock()
+        super().__init__(container, name="journal", options=options, instance_id=instance_id)
         self._max_decisions = max_decisions
         self._max_events = max_events_per_pool
         self._event_ttl_s = event_ttl_s
@@ -135,26 +124,6 @@ class CosmosFleetJournal:
         self._ordered: list[dict[str, Any]] | None = None  # decisions by seq, cached
         self._horizon = -math.inf
         self._lock = threading.RLock()
-        self._client = owned_client
-        self._credential = owned_credential
-
-    @classmethod
-    def from_settings(cls, endpoint: str, database: str, **kwargs: Any) -> CosmosFleetJournal:
-        """As deployed: the managed identity, through azure-identity; the container must exist."""
-        from azure.identity.aio import DefaultAzureCredential
-
-        credential = DefaultAzureCredential()
-        client = CosmosClient(endpoint, credential=credential)
-        container = client.get_database_client(database).get_container_client(JOURNAL_CONTAINER)
-        return cls(container, owned_client=client, owned_credential=credential, **kwargs)
-
-    @property
-    def stats(self) -> WriteStats:
-        return self._writes.stats
-
-    @property
-    def pending_writes(self) -> int:
-        return self._writes.pending_count
 
     # --- evictions and capacity failures (sync; no I/O) ---
 
@@ -170,7 +139,7 @@ class CosmosFleetJournal:
     def record_capacity_failure(
         self, pool: str, priority: str, zone: str | None, reason: str, at: float
     ) -> None:
-        item_id = f"{CAPACITY_FAILURE}:{_id_part(pool)}:{uuid.uuid4().hex}"
+        item_id = f"{CAPACITY_FAILURE}:{id_part(pool)}:{uuid.uuid4().hex}"
         with self._lock:
             item = self._event(CAPACITY_FAILURE, item_id, pool, at)
             item.update(priority=priority, zone=zone, reason=reason)
@@ -302,26 +271,21 @@ class CosmosFleetJournal:
         if len(self._decisions) > self._max_decisions:
             self._decisions = self._newest(self._decisions.values(), self._max_decisions)
 
-    # --- lifecycle and sync with Cosmos (async) ---
-
-    async def start(self) -> None:
-        """Start the background writer on the running event loop (after `load()`)."""
-        self._writes.start()
-
-    async def flush(self, timeout_s: float | None = None) -> bool:
-        return await self._writes.flush(timeout_s)
+    # --- sync with Cosmos (async; start, flush and close are WriteBehindStore's) ---
 
     async def load(self) -> None:
-        """Read every pool's window from Cosmos (at startup)."""
+        """Read every pool's window, events and decisions, from Cosmos (at startup)."""
         await self.pull(None)
 
-    async def pull(self, pool: str | None = None) -> None:
+    async def pull(self, pool: str | None = None, *, decisions: bool = True) -> None:
         """Refresh the window of `pool` (every pool if None) from Cosmos.
 
         What Cosmos holds replaces the window, except entries this instance
         has queued and not yet written (kept) or deleted and not yet
         deleted there (left out). Reads while no write is in flight, so an
         entry missing from the answer and not queued here is gone.
+        `decisions=False` refreshes only evictions and capacity failures
+        (the decisions query reads up to `max_decisions` documents).
         """
         where = " AND c.pool = @pool" if pool is not None else ""
         params: list[dict[str, Any]] = [] if pool is None else [{"name": "@pool", "value": pool}]
@@ -334,14 +298,17 @@ class CosmosFleetJournal:
                 event_query += " AND c.at >= @horizon"
                 event_params.append({"name": "@horizon", "value": horizon})
             events = await self._query(event_query + where, event_params)
-            decisions = await self._query(
-                f"SELECT TOP {self._max_decisions} * FROM c WHERE c.kind = '{DECISION}'{where}"
-                " ORDER BY c.seq DESC",
-                params,
-            )
+            recorded = None
+            if decisions:
+                recorded = await self._query(
+                    f"SELECT TOP {self._max_decisions} * FROM c WHERE c.kind = '{DECISION}'{where}"
+                    " ORDER BY c.seq DESC",
+                    params,
+                )
             with self._lock:
                 self._merge_events_locked(pool, events)
-                self._merge_decisions_locked(pool, decisions)
+                if recorded is not None:
+                    self._merge_decisions_locked(pool, recorded)
 
     async def _query(self, query: str, params: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [
@@ -389,18 +356,6 @@ class CosmosFleetJournal:
                 window.setdefault(item_id, item)
         self._decisions = window
         self._trim_decisions_locked()
-
-    async def close(self) -> None:
-        """Flush what is pending (bounded by close_timeout_s), then close what this owns."""
-        try:
-            await self._writes.close()
-        finally:
-            if self._client is not None:
-                await self._client.close()
-                self._client = None
-            if self._credential is not None:
-                await self._credential.close()
-                self._credential = None
 
 
 def _clean(item: dict[str, Any]) -> dict[str, Any]:

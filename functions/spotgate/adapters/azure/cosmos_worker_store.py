@@ -47,40 +47,29 @@ dropped.
 The mirror and the registry are separate: `pull()` returns what changed so
 the host can apply it to the registry (without calling `put` again).
 
-The write queue itself is `write_behind.WriteBehind`, shared with the journal.
+The write queue itself is `write_behind.WriteBehind`, shared with the journal
+(as is `WriteBehindStore`, its writer id, clock and lifecycle).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
-from azure.core.credentials_async import AsyncTokenCredential
-from azure.cosmos.aio import ContainerProxy, CosmosClient
+from azure.cosmos.aio import ContainerProxy
 
-from spotgate.adapters.azure.write_behind import (
-    HybridClock,
-    WriteBehind,
-    WriteBehindOptions,
-    WriteOp,
-    WriteStats,
-)
+from spotgate.adapters.azure.cosmos_cache_store import NOT_INDEXED
+from spotgate.adapters.azure.write_behind import WriteBehindOptions, WriteBehindStore, WriteOp
 from spotgate.fleet.worker import Worker, WorkerState, can_move
 
 log = logging.getLogger(__name__)
 
 WORKERS_CONTAINER = "workers"
 WORKERS_PARTITION_KEY = "/pool"
-WORKERS_INDEXING_POLICY: dict[str, Any] = {
-    "indexingMode": "consistent",
-    "automatic": True,
-    "includedPaths": [],
-    "excludedPaths": [{"path": "/*"}],
-}
+WORKERS_INDEXING_POLICY = NOT_INDEXED
 """Nothing indexed: workers are only read whole (`load`/`pull`) or by id, and
 every heartbeat is an upsert, so indexing would cost request units for nothing."""
 
@@ -93,7 +82,7 @@ def supersedes(a: Worker, b: Worker) -> bool:
     Antisymmetric for records that differ, so every instance picks the same one.
     """
     if a.state == b.state:
-        return _recency(a) > _recency(b)
+        return _more_recent(a, b)
     if can_move(b.state, a.state):  # a is further along
         return not _registered_after(b, a)
     return _registered_after(a, b)
@@ -106,9 +95,17 @@ def _registered_after(a: Worker, b: Worker) -> bool:
     )
 
 
-def _recency(worker: Worker) -> tuple[float, float, bytes]:
-    canonical = orjson.dumps(worker.to_dict(), option=orjson.OPT_SORT_KEYS)
-    return (worker.state_changed_at, worker.last_heartbeat, canonical)
+def _more_recent(a: Worker, b: Worker) -> bool:
+    """Later state change, then later heartbeat; on a tie, the canonical JSON decides."""
+    recency_a = (a.state_changed_at, a.last_heartbeat)
+    recency_b = (b.state_changed_at, b.last_heartbeat)
+    if recency_a != recency_b:
+        return recency_a > recency_b
+    return _canonical(a) > _canonical(b)
+
+
+def _canonical(worker: Worker) -> bytes:
+    return orjson.dumps(worker.to_dict(), option=orjson.OPT_SORT_KEYS)
 
 
 def merge(a: Worker, b: Worker) -> Worker:
@@ -141,7 +138,7 @@ class WorkerChanges:
     """Deleted by another instance (gone workers past their retention)."""
 
 
-class CosmosWorkerStore:
+class CosmosWorkerStore(WriteBehindStore):
     """A `WorkerStore` whose reads and writes are in memory and whose writes reach Cosmos behind.
 
     Host calls, all on the event loop: `await load()` (the registry starts
@@ -156,44 +153,11 @@ class CosmosWorkerStore:
         *,
         options: WriteBehindOptions | None = None,
         instance_id: str | None = None,
-        owned_client: CosmosClient | None = None,
-        owned_credential: AsyncTokenCredential | None = None,
     ) -> None:
-        """`owned_client`/`owned_credential`, if given, are closed by `close()`."""
-        self._container = container
-        self._writes = WriteBehind(container, name="workers", options=options)
-        self._writer = instance_id or uuid.uuid4().hex[:12]
-        self._clock = HybridClock()
+        super().__init__(container, name="workers", options=options, instance_id=instance_id)
         self._mirror: dict[str, _Entry] = {}
         self._tombstones: dict[str, Worker] = {}
         self._lock = threading.RLock()
-        self._client = owned_client
-        self._credential = owned_credential
-
-    @classmethod
-    def from_settings(cls, endpoint: str, database: str, **kwargs: Any) -> CosmosWorkerStore:
-        """As deployed: the managed identity (or a developer's login), through azure-identity.
-
-        The database and the `workers` container must exist (Bicep creates them).
-        """
-        from azure.identity.aio import DefaultAzureCredential
-
-        credential = DefaultAzureCredential()
-        client = CosmosClient(endpoint, credential=credential)
-        container = client.get_database_client(database).get_container_client(WORKERS_CONTAINER)
-        return cls(container, owned_client=client, owned_credential=credential, **kwargs)
-
-    @property
-    def instance_id(self) -> str:
-        return self._writer
-
-    @property
-    def stats(self) -> WriteStats:
-        return self._writes.stats
-
-    @property
-    def pending_writes(self) -> int:
-        return self._writes.pending_count
 
     # --- WorkerStore (sync; no I/O) ---
 
@@ -228,15 +192,7 @@ class CosmosWorkerStore:
         item = {**doc, "version": version, "writer": self._writer}
         self._writes.enqueue(WriteOp("upsert", str(doc["pool"]), str(doc["id"]), item))
 
-    # --- lifecycle and sync with Cosmos (async) ---
-
-    async def start(self) -> None:
-        """Start the background writer on the running event loop (after `load()`)."""
-        self._writes.start()
-
-    async def flush(self, timeout_s: float | None = None) -> bool:
-        """Write what is pending now; True when nothing is left."""
-        return await self._writes.flush(timeout_s)
+    # --- sync with Cosmos (async; start, flush and close are WriteBehindStore's) ---
 
     async def load(self) -> list[Worker]:
         """Read every worker from Cosmos into the mirror; what the registry starts from."""
@@ -314,15 +270,3 @@ class CosmosWorkerStore:
             return None
         self._put_locked(merged_doc)
         return merged
-
-    async def close(self) -> None:
-        """Flush what is pending (bounded by close_timeout_s), then close what this store owns."""
-        try:
-            await self._writes.close()
-        finally:
-            if self._client is not None:
-                await self._client.close()
-                self._client = None
-            if self._credential is not None:
-                await self._credential.close()
-                self._credential = None

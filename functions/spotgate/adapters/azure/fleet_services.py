@@ -4,12 +4,16 @@ Each is optional, so a half-configured deployment still runs: without a
 subscription and resource group the monitor observes and decides but
 provisions nothing (and says so in every decision's plan); without Monitor
 settings it counts only this instance's queue. Clients are built on first
-use, inside the Functions worker's event loop, and shared by all activities.
+use, inside the Functions worker's event loop, and shared by all activities;
+they all authenticate with one credential (the managed identity), which the
+scale-set provider owns and closes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from azure.core.credentials_async import AsyncTokenCredential
 
 from spotgate.adapters.azure.azure_pool_load import AzurePoolLoad
 from spotgate.adapters.azure.monitor_signals import MonitorSignals
@@ -41,22 +45,25 @@ def azure_fleet_services(
 
 def _build(runtime: Runtime, gateway_load: PoolLoadSource | None) -> FleetServices:
     settings = runtime.settings
+    subscription, group = settings.azure_subscription_id, settings.azure_resource_group
+    credential: AsyncTokenCredential | None = None
+    if (subscription and group) or settings.batch_queue_account_url:
+        from azure.identity.aio import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
     compute = None
-    if settings.azure_subscription_id and settings.azure_resource_group:
-        compute = VmssCompute.from_settings(
-            settings.azure_subscription_id, settings.azure_resource_group
-        )
+    if subscription and group and credential is not None:
+        compute = VmssCompute(credential, subscription, group, owns_credential=True)
     monitor = None
     if (
         compute is not None
+        and credential is not None
         and settings.monitor_metrics_endpoint
         and settings.monitor_gateway_resource_id
         and settings.monitor_workspace_id
     ):
-        from azure.identity.aio import DefaultAzureCredential
-
         monitor = MonitorSignals(
-            DefaultAzureCredential(),
+            credential,
             metrics_endpoint=settings.monitor_metrics_endpoint,
             gateway_resource_id=settings.monitor_gateway_resource_id,
             workspace_id=settings.monitor_workspace_id,
@@ -65,9 +72,7 @@ def _build(runtime: Runtime, gateway_load: PoolLoadSource | None) -> FleetServic
         )
     batch = None
     if settings.batch_queue_account_url:
-        from azure.identity.aio import DefaultAzureCredential
-
-        batch = StorageQueueDepth(settings.batch_queue_account_url, DefaultAzureCredential())
+        batch = StorageQueueDepth(settings.batch_queue_account_url, credential)
     return SimpleFleetServices(
         registry=runtime.registry,
         clock=runtime.clock,

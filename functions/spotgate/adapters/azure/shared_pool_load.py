@@ -11,15 +11,20 @@ age out of the sum after `max_age_s` (and out of Cosmos by their `ttl`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from azure.cosmos.aio import ContainerProxy
 
-from spotgate.adapters.azure.write_behind import WriteBehind, WriteBehindOptions, WriteOp
+from spotgate.adapters.azure.cosmos_fleet_journal import id_part
+from spotgate.adapters.azure.write_behind import (
+    WriteBehind,
+    WriteBehindOptions,
+    WriteOp,
+    new_instance_id,
+)
+from spotgate.background import cancel_and_wait
 from spotgate.clock import Clock, SystemClock
 from spotgate.fleet.observation import PoolLoad, PoolLoadSource
 
@@ -46,7 +51,7 @@ class SharedPoolLoad:
         self._container = container
         self._local = local
         self._pools = list(pools)
-        self.instance_id = instance_id or uuid.uuid4().hex[:12]
+        self.instance_id = instance_id or new_instance_id()
         self._clock = clock or SystemClock()
         self._interval_s = publish_interval_s
         self._max_age_s = max_age_s
@@ -58,11 +63,8 @@ class SharedPoolLoad:
         self._task = asyncio.create_task(self._publish_forever(), name="pool-load-publisher")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self._writes.close()
 
     async def publish(self) -> None:
@@ -70,7 +72,7 @@ class SharedPoolLoad:
         now = self._clock.now()
         for pool in self._pools:
             mine = await self._local.load(pool)
-            item_id = f"{LOAD}:{pool}:{self.instance_id}"
+            item_id = f"{LOAD}:{id_part(pool)}:{id_part(self.instance_id)}"
             item: dict[str, Any] = {
                 "id": item_id,
                 "pool": pool,

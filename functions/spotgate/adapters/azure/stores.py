@@ -14,9 +14,13 @@ Two ways in, the same stores:
 
 then, either way: `runtime.journal = stores.journal`; periodically
 `await stores.worker_store.pull()` (apply what it returns to the registry)
-and `await stores.journal.pull(pool)` before the monitor reads a pool;
+and `await stores.journal.pull(pool)` (store_sync.RegistrySync does both);
 `await stores.close()` on shutdown (flushes pending writes, closes the
-client and the credential).
+client and the credential), after the response cache, whose store shares
+the client (`Runtime.close` closes its lifecycles last).
+
+Both stores write as one instance (`instance_id`), which other per-instance
+items (shared_pool_load.py's, in `journal_container`) use too.
 
 Containers (what Bicep deploys; names are the constants below):
   - `workers`: partition key `/pool` (WORKERS_INDEXING_POLICY indexes
@@ -24,7 +28,7 @@ Containers (what Bicep deploys; names are the constants below):
   - `journal`: partition key `/pool`, TTL on (`defaultTtl` -1 or seconds),
     queried on kind, pool, at and seq (JOURNAL_INDEXING_POLICY);
   - `cache`: partition key `/id`, `defaultTtl` -1, nothing indexed (the
-    response cache's own layout, see cosmos_cache_store.py).
+    response cache's own layout and constants, in cosmos_cache_store.py).
 
 Creating them is OFF by default (`create_if_missing=False`): on Azure,
 Bicep creates the database and containers, and the Function App's identity
@@ -41,10 +45,15 @@ from dataclasses import dataclass
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.cosmos import PartitionKey
-from azure.cosmos.aio import CosmosClient, DatabaseProxy
+from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 
-from spotgate.adapters.azure.cosmos_cache_store import _NOT_INDEXED as CACHE_INDEXING_POLICY
-from spotgate.adapters.azure.cosmos_cache_store import CosmosCacheStore
+from spotgate.adapters.azure.cosmos_cache_store import (
+    CACHE_CONTAINER,
+    CACHE_INDEXING_POLICY,
+    CACHE_PARTITION_KEY,
+    CosmosCacheStore,
+    ensure_cache_container,
+)
 from spotgate.adapters.azure.cosmos_fleet_journal import (
     JOURNAL_CONTAINER,
     JOURNAL_DEFAULT_TTL,
@@ -58,12 +67,25 @@ from spotgate.adapters.azure.cosmos_worker_store import (
     WORKERS_PARTITION_KEY,
     CosmosWorkerStore,
 )
-from spotgate.adapters.azure.write_behind import WriteBehindOptions
+from spotgate.adapters.azure.write_behind import WriteBehindOptions, new_instance_id
 from spotgate.clock import Clock
 from spotgate.settings import Settings
 
-CACHE_CONTAINER = "cache"
-CACHE_PARTITION_KEY = "/id"
+__all__ = [
+    "CACHE_CONTAINER",
+    "CACHE_INDEXING_POLICY",
+    "CACHE_PARTITION_KEY",
+    "JOURNAL_CONTAINER",
+    "JOURNAL_INDEXING_POLICY",
+    "JOURNAL_PARTITION_KEY",
+    "WORKERS_CONTAINER",
+    "WORKERS_INDEXING_POLICY",
+    "WORKERS_PARTITION_KEY",
+    "AzureStores",
+    "azure_stores",
+    "build_azure_stores",
+    "ensure_database",
+]
 
 
 @dataclass
@@ -76,6 +98,10 @@ class AzureStores:
     """Only when `settings.cache_backend == "cosmos"`."""
     client: CosmosClient
     database: str
+    journal_container: ContainerProxy
+    """The journal's container, where other per-instance items (shared pool load) live too."""
+    instance_id: str
+    """What both stores stamp their writes with: this process, as the other instances see it."""
     create_if_missing: bool = False
     credential: AsyncTokenCredential | None = None
     """Closed by `close()`: set when the stores made it themselves."""
@@ -94,15 +120,16 @@ class AzureStores:
         self.started = True
 
     async def close(self) -> None:
-        """Flush and stop the writers, then close the shared client (and the credential)."""
+        """Flush and stop the writers, then close the shared client (and the credential).
+
+        The cache store uses the client too: close the response cache first.
+        """
         try:
             await self.worker_store.close()
         finally:
             try:
                 await self.journal.close()
             finally:
-                if self.cache_store is not None:
-                    await self.cache_store.close()  # it does not own the client: a no-op
                 await self.client.close()
                 if self.credential is not None:
                     await self.credential.close()
@@ -124,12 +151,7 @@ async def ensure_database(client: CosmosClient, database: str) -> DatabaseProxy:
         default_ttl=JOURNAL_DEFAULT_TTL,
         indexing_policy=JOURNAL_INDEXING_POLICY,
     )
-    await db.create_container_if_not_exists(
-        id=CACHE_CONTAINER,
-        partition_key=PartitionKey(path=CACHE_PARTITION_KEY),
-        default_ttl=-1,
-        indexing_policy=CACHE_INDEXING_POLICY,
-    )
+    await ensure_cache_container(db)
     return db
 
 
@@ -149,6 +171,7 @@ def build_azure_stores(
     closed with the stores), or a key / token credential the caller owns.
     `create_if_missing`: see the module docstring; off on Azure.
     `connection_verify=False` is for the emulator's self-signed certificate.
+    `instance_id`: what both stores write as (a fresh one if None).
     """
     if not settings.cosmos_endpoint:
         raise ValueError("store_backend=cosmos needs cosmos_endpoint (SPOTGATE_COSMOS_ENDPOINT)")
@@ -161,13 +184,13 @@ def build_azure_stores(
         settings.cosmos_endpoint, credential=credential, connection_verify=connection_verify
     )
     db = client.get_database_client(settings.cosmos_database)
+    instance_id = instance_id or new_instance_id()
+    journal_container = db.get_container_client(JOURNAL_CONTAINER)
     return AzureStores(
         worker_store=CosmosWorkerStore(
             db.get_container_client(WORKERS_CONTAINER), options=options, instance_id=instance_id
         ),
-        journal=CosmosFleetJournal(
-            db.get_container_client(JOURNAL_CONTAINER), options=options, instance_id=instance_id
-        ),
+        journal=CosmosFleetJournal(journal_container, options=options, instance_id=instance_id),
         cache_store=(
             CosmosCacheStore(db.get_container_client(CACHE_CONTAINER), clock=clock)
             if settings.cache_backend == "cosmos"
@@ -175,6 +198,8 @@ def build_azure_stores(
         ),
         client=client,
         database=settings.cosmos_database,
+        journal_container=journal_container,
+        instance_id=instance_id,
         create_if_missing=create_if_missing,
         credential=owned,
     )

@@ -53,8 +53,6 @@ class ScaleSet:
     pool: str | None  # None: in the resource group but not tagged for any pool
     priority: str  # spot | on-demand
     zone: str | None  # the one zone it is pinned to; None when regional or multi-zone
-    sku_name: str | None
-    sku_tier: str | None
     capacity: int
     orchestration_mode: str = UNIFORM  # UNIFORM | FLEXIBLE
     resource_id: str | None = None  # the ARM id, which Flexible VMs point back to
@@ -95,15 +93,14 @@ def orchestration_mode_of(mode: str | None) -> str:
 def scale_set_of(vmss: VirtualMachineScaleSet) -> ScaleSet | None:
     if not vmss.name:
         return None
-    profile = vmss.virtual_machine_profile  # flattened: see vm_provisioning_state
+    # read flattened, as azure-mgmt-compute before 35 spells it and later ones still accept
+    profile = vmss.virtual_machine_profile
     sku = vmss.sku
     return ScaleSet(
         name=vmss.name,
         pool=(vmss.tags or {}).get(POOL_TAG),
         priority=priority_of(profile.priority if profile else None),
         zone=zone_of(vmss.zones),
-        sku_name=sku.name if sku else None,
-        sku_tier=sku.tier if sku else None,
         capacity=(sku.capacity or 0) if sku else 0,
         orchestration_mode=orchestration_mode_of(vmss.orchestration_mode),
         resource_id=vmss.id,
@@ -127,12 +124,6 @@ def vm_state(provisioning_state: str | None) -> str:
     return _STATES.get((provisioning_state or "").lower(), "creating")
 
 
-def vm_provisioning_state(vm: VirtualMachineScaleSetVM | VirtualMachine) -> str | None:
-    """Read flattened, as azure-mgmt-compute before 35 spells it and later ones still accept."""
-    state: str | None = vm.provisioning_state
-    return state
-
-
 def worker_id_of(scale_set: str, vm: VirtualMachineScaleSetVM) -> str:
     """A Uniform scale set names VMs `{scale set}_{instance id}`; the agent registers as that."""
     return vm.name or f"{scale_set}_{vm.instance_id}"
@@ -144,7 +135,7 @@ def uniform_vm(scale_set: str, vm: VirtualMachineScaleSetVM) -> ScaleSetVm:
         worker_id=worker_id,
         instance_id=vm.instance_id or split_worker_id(worker_id)[1],
         zone=zone_of(vm.zones),
-        state=vm_state(vm_provisioning_state(vm)),
+        state=vm_state(vm.provisioning_state),
     )
 
 
@@ -156,7 +147,7 @@ def flexible_vm(vm: VirtualMachine) -> ScaleSetVm | None:
         worker_id=vm.name,
         instance_id=vm.name,
         zone=zone_of(vm.zones),
-        state=vm_state(vm_provisioning_state(vm)),
+        state=vm_state(vm.provisioning_state),
     )
 
 

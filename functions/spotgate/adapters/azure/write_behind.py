@@ -16,6 +16,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -320,6 +321,56 @@ class WriteBehind:
         else:
             with contextlib.suppress(CosmosResourceNotFoundError):
                 await self._container.delete_item(item=op.item_id, partition_key=op.partition)
+
+
+# --- what the write-behind stores share --------------------------------------------------
+
+
+def new_instance_id() -> str:
+    """A short id for this process: the `writer` of its items, its key in shared ones."""
+    return uuid.uuid4().hex[:12]
+
+
+class WriteBehindStore:
+    """A store over one container whose writes go through a `WriteBehind` queue.
+
+    Holds the writer id and version clock every item is stamped with, and the
+    queue's lifecycle: `await start()` on the running loop (after loading),
+    `await close()` to stop and flush.
+    """
+
+    def __init__(
+        self,
+        container: ContainerProxy,
+        *,
+        name: str,
+        options: WriteBehindOptions | None = None,
+        instance_id: str | None = None,
+    ) -> None:
+        self._container = container
+        self._writes = WriteBehind(container, name=name, options=options)
+        self._writer = instance_id or new_instance_id()
+        self._clock = HybridClock()
+
+    @property
+    def stats(self) -> WriteStats:
+        return self._writes.stats
+
+    @property
+    def pending_writes(self) -> int:
+        return self._writes.pending_count
+
+    async def start(self) -> None:
+        """Start the background writer on the running event loop (after `load()`)."""
+        self._writes.start()
+
+    async def flush(self, timeout_s: float | None = None) -> bool:
+        """Write what is pending now; True when nothing is left."""
+        return await self._writes.flush(timeout_s)
+
+    async def close(self) -> None:
+        """Stop the writer and flush what is pending (bounded by close_timeout_s)."""
+        await self._writes.close()
 
 
 def _permanent(exc: BaseException) -> bool:

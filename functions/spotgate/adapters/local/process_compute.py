@@ -99,9 +99,6 @@ class LocalProcessCompute:
         self._counter = 0
         self._stopping: set[asyncio.Task[None]] = set()
 
-    def add_spec(self, spec: WorkerSpec) -> None:
-        self._specs[spec.pool] = spec
-
     def workers(self) -> list[str]:
         return [wid for wid, w in self._launched.items() if w.process is not None]
 

@@ -10,11 +10,11 @@ fake Scheduled Events endpoint, exactly as Azure delivers them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable
 
+from spotgate.background import cancel_and_wait
 from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.signals import SPOT
 from spotgate.fleet.worker import WorkerState
@@ -72,11 +72,8 @@ class LocalSpotMarket:
             self._task = asyncio.create_task(self._run(), name="spot-market")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def tick(self) -> list[str]:
         """One draw per running spot worker; returns the workers evicted now."""

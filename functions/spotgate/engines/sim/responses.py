@@ -128,6 +128,10 @@ class _StreamChunks:
             }
         )
 
+    def usage(self, prompt_tokens: int, choices: Sequence[Completion]) -> bytes:
+        """The final `include_usage` chunk: no choices, the token counts."""
+        return self._chunk(None, usage=usage(prompt_tokens, choices))
+
 
 @dataclass(frozen=True, slots=True)
 class ChatChunks(_StreamChunks):
@@ -173,9 +177,6 @@ class ChatChunks(_StreamChunks):
             }
         )
 
-    def usage(self, prompt_tokens: int, choices: Sequence[Completion]) -> bytes:
-        return self._chunk(None, usage=usage(prompt_tokens, choices))
-
 
 @dataclass(frozen=True, slots=True)
 class CompletionChunks(_StreamChunks):
@@ -199,6 +200,3 @@ class CompletionChunks(_StreamChunks):
                 "token_ids": None,
             }
         )
-
-    def usage(self, prompt_tokens: int, choices: Sequence[Completion]) -> bytes:
-        return self._chunk(None, usage=usage(prompt_tokens, choices))
