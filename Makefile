@@ -61,4 +61,4 @@ ifneq ($(BENCH),gateway)
 endif
 
 clean:
-	rm -rf $(VENV) node_modules .cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .cache .pytest_cache .mypy_cache .ruff_cache .spotgate

@@ -41,6 +41,7 @@ from spotgate.cli_client import auth
 
 HERE = Path(__file__).resolve().parent
 KEY = "sk-bench-autoscale"
+ADMIN_KEY = "sk-bench-autoscale-admin"
 MODEL = "sim-model"
 SAMPLE_S = 0.5
 NOTICE_S = 5.0
@@ -94,7 +95,7 @@ class DevStack:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 60.0) -> None:
-        env = {**os.environ, "SPOTGATE_DEV_API_KEY": KEY}
+        env = {**os.environ, "SPOTGATE_DEV_API_KEY": KEY, "SPOTGATE_ADMIN_KEY": ADMIN_KEY}
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 self.command,
@@ -109,7 +110,7 @@ class DevStack:
             if self.process.poll() is not None:
                 raise SystemExit(f"spotgate dev exited early; see {self.log}")
             with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, IndexError):
-                fleet = httpx.get(f"{self.url}/fleet", headers=auth(KEY), timeout=2).json()
+                fleet = httpx.get(f"{self.url}/fleet", headers=auth(ADMIN_KEY), timeout=2).json()
                 if fleet["pools"][0]["monitor"] is not None:  # the monitor has ticked once
                     return
             time.sleep(0.2)
@@ -243,7 +244,7 @@ async def drive(url: str, profile: Profile, console: Console) -> dict[str, Any]:
     total = sum(s.seconds or 0.0 for s in profile.steps) + profile.tail_max_s
     async with (
         bench_client(options) as client,
-        httpx.AsyncClient(base_url=url, headers=auth(KEY), timeout=10.0) as admin,
+        httpx.AsyncClient(base_url=url, headers=auth(ADMIN_KEY), timeout=10.0) as admin,
     ):
         run = BenchRun(options, client)
         rec = Recorder(run, time.time() - (time.perf_counter() - run.started_at))

@@ -7,6 +7,7 @@ import argparse
 import uvicorn
 
 from spotgate.adapters.http_upstream import AiohttpUpstream
+from spotgate.adapters.local.http_server import http_protocol_for
 from spotgate.adapters.pooled_upstream import PooledHttpUpstream
 from spotgate.api.app import create_app
 from spotgate.fleet.store import InMemoryWorkerStore
@@ -42,7 +43,7 @@ if __name__ == "__main__":
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        http=http_protocol_for(settings),  # what `spotgate dev` serves with
         log_level="warning",
         access_log=False,
     )

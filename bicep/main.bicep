@@ -338,6 +338,9 @@ module functions 'modules/functions.bicep' = {
     zones: zones
     minWorkers: minWorkers
     maxWorkers: maxWorkers
+    workerNetworks: [
+      network.outputs.workersSubnetPrefix
+    ]
     instanceMemoryMB: functionsInstanceMemoryMB
     maximumInstanceCount: functionsMaximumInstanceCount
     spilloverEnabled: !empty(spilloverApiKey)

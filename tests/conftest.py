@@ -188,11 +188,15 @@ def free_socket() -> socket.socket:
 
 
 @contextlib.contextmanager
-def serve_asgi(app: ASGIApp, lifespan: str = "off") -> Iterator[str]:
-    """Serves an ASGI app with uvicorn in a thread on a free loopback port, for the test's span."""
+def serve_asgi(app: ASGIApp, lifespan: str = "off", **options: Any) -> Iterator[str]:
+    """Serves an ASGI app with uvicorn in a thread on a free loopback port, for the test's span.
+
+    `options` go to uvicorn.Config (e.g. `loop`, `http`), to serve it as a host does."""
     sock = free_socket()
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan=lifespan, **options
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

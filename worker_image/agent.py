@@ -175,6 +175,7 @@ class Config:
     retry_cap: float = 10.0
     auth_retry: float = 30.0
     timeout: float = 5.0
+    state_file: str | None = None  # keeps the worker credential across agent restarts
 
 
 class Agent:
@@ -195,6 +196,9 @@ class Agent:
         self.url = config.advertise_url or (f"http://{ip}:{port}" if ip else config.engine_url)
         self.token = config.fleet_token
         SECRETS.update([self.token] if self.token else [])
+        # The credential the control plane handed this worker at registration: heartbeats
+        # and eviction reports carry it, so no other holder of the fleet token can send them.
+        self.credential = self._load_credential()
         self.registered = self.draining = self.retired = False
         self.evicting: dict[str, Any] | None = None
         self.in_flight: int | None = None
@@ -215,7 +219,52 @@ class Agent:
         token = self.token or self.fetch_token()
         if not token:
             raise OSError("no fleet token (Key Vault not readable yet)")
-        return self._call(method, self.cp + path, payload, Authorization=f"Bearer {token}")
+        headers = {"Authorization": f"Bearer {token}"}
+        if self.credential:
+            headers["X-Worker-Token"] = self.credential
+        return self._call(method, self.cp + path, payload, **headers)
+
+    def _load_credential(self) -> str | None:
+        path = self.config.state_file
+        try:
+            with open(path or "", encoding="utf-8") as handle:
+                state = json.load(handle)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(state, dict) or state.get("worker_id") != self.worker_id:
+            return None
+        token = state.get("credential")
+        if isinstance(token, str) and token:
+            SECRETS.add(token)
+            return token
+        return None
+
+    def _keep_credential(self, token: str) -> None:
+        SECRETS.add(token)
+        self.credential = token
+        if not self.config.state_file:
+            return
+        try:
+            fd = os.open(self.config.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"worker_id": self.worker_id, "credential": token}, handle)
+        except OSError as exc:
+            log.warning("cannot keep the worker credential in %s: %s", self.config.state_file, exc)
+
+    def _refused_for_good(self, reply: Response) -> bool:
+        """409 worker_retired: the fleet manager deleted this worker; registering again is
+        pointless (it is about to be deleted), so the agent stops trying."""
+        if reply.status != 409:
+            return False
+        try:
+            code = dig(reply.json(), "error", "code")
+        except ValueError:
+            return False
+        if code == "worker_retired":
+            log.error("the control plane retired %s; not registering again", self.worker_id)
+            self.retired = True
+            return True
+        return False
 
     def _instance(self) -> Any:
         """IMDS instance metadata (VM name, zone, private IP); {} off Azure or on failure."""
@@ -326,11 +375,17 @@ class Agent:
         reply = self._until_accepted(
             "register",
             lambda: self._cp("POST", "/fleet/workers", body),
-            lambda r: r.status in (200, 201),
+            lambda r: r.status in (200, 201) or self._refused_for_good(r),
             lambda: self.evicting is None and not self.retired,
         )
-        if reply is None:
+        if reply is None or self.retired:
             return False
+        try:
+            token = reply.json().get("worker_token")
+        except (ValueError, AttributeError):
+            token = None
+        if isinstance(token, str) and token:
+            self._keep_credential(token)
         self.registered = True
         log.info(
             "registered %s (pool %s, model %s) at %s", self.worker_id, c.pool, c.model, self.cp
@@ -359,8 +414,8 @@ class Agent:
                 if data.get("state") != self.state:
                     self.state = data.get("state")
                     log.info("control plane has %s %s", self.worker_id, self.state)
-            elif reply.status == 404:
-                log.warning("control plane does not know %s", self.worker_id)
+            elif reply.status in (404, 409):
+                log.warning("control plane does not know %s as ours", self.worker_id)
                 self.registered, self.in_flight, self.state = False, 0, None
             elif not self._rejected("heartbeat", reply):
                 log.warning("heartbeat: HTTP %s", reply.status)
@@ -403,7 +458,7 @@ class Agent:
             reply = self._until_accepted(
                 "report eviction",
                 lambda: self._cp("POST", f"/fleet/workers/{quote(self.worker_id)}/evicting", body),
-                lambda r: r.ok or r.status == 404,
+                lambda r: r.ok or r.status in (404, 409),
                 lambda: time.time() < deadline,
                 deadline,
             )
@@ -470,7 +525,7 @@ class Agent:
         if reply is not None and reply.ok:
             backoff.attempt = 0
             self.stop.wait(interval)
-        elif reply is None or reply.status != 404:
+        elif reply is None or reply.status not in (404, 409):
             self.stop.wait(max(interval, backoff.next(retry_after(reply))))
         return True
 

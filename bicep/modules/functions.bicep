@@ -36,6 +36,9 @@ param zones array = [
 param minWorkers int = 0
 param maxWorkers int = 4
 
+@description('Address ranges worker URLs must be in (SPOTGATE_WORKER_NETWORKS): the workers\' subnet.')
+param workerNetworks array
+
 @allowed([
   512
   2048
@@ -147,6 +150,11 @@ var baseSettings = [
   {
     name: 'SPOTGATE_MIN_WORKERS'
     value: string(minWorkers)
+  }
+  {
+    // a registration naming any other address (metadata, other hosts) is refused
+    name: 'SPOTGATE_WORKER_NETWORKS'
+    value: string(workerNetworks)
   }
   {
     name: 'SPOTGATE_MAX_WORKERS'

@@ -154,5 +154,6 @@ output vnetName string = vnet.name
 output functionsSubnetName string = functionsSubnetName
 output functionsSubnetId string = resourceId('Microsoft.Network/virtualNetworks/subnets', vnet.name, functionsSubnetName)
 output workersSubnetName string = workersSubnetName
+output workersSubnetPrefix string = workersSubnetPrefix
 output workersSubnetId string = resourceId('Microsoft.Network/virtualNetworks/subnets', vnet.name, workersSubnetName)
 output natPublicIpAddress string = natPublicIp.properties.ipAddress

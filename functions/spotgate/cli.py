@@ -62,6 +62,13 @@ def dev(
         float, typer.Option(help="Seconds a new worker takes to 'boot' before it starts.")
     ] = 0.0,
     tick: Annotated[float, typer.Option(help="Fleet monitor tick, seconds.")] = 2.0,
+    keep_history: Annotated[
+        bool,
+        typer.Option(
+            "--keep-history",
+            help="Keep earlier runs' evictions, spot refusals and decisions (.spotgate/).",
+        ),
+    ] = False,
 ) -> None:
     """Run gateway, control plane, fleet monitor and N workers on this machine."""
     from spotgate.dev_command import run_dev
@@ -83,6 +90,7 @@ def dev(
         target_concurrency=target_concurrency,
         scale_down_after_s=scale_down_after,
         idle_to_zero_s=idle_to_zero,
+        keep_history=keep_history,
     )
     run_dev(
         console,

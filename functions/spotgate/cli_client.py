@@ -17,7 +17,8 @@ DEV_CONNECTION_FILE = Path(".spotgate") / "dev.json"
 
 
 def read_dev_connection() -> dict[str, Any] | None:
-    """What a local `spotgate dev` recorded in DEV_CONNECTION_FILE (url, api_key), if readable."""
+    """What a local `spotgate dev` recorded in DEV_CONNECTION_FILE (url, api_key, admin_key),
+    if readable (it is the user's own file, mode 0600)."""
     try:
         data = json.loads(DEV_CONNECTION_FILE.read_text())
     except (OSError, ValueError):
@@ -30,21 +31,31 @@ def auth(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def discover_key() -> str | None:
-    """Operator key from the environment, else the one a local `spotgate dev` left behind."""
-    for name in ("SPOTGATE_ADMIN_KEY", "SPOTGATE_API_KEY", "SPOTGATE_DEV_API_KEY"):
+def _discover(env_names: tuple[str, ...], field: str) -> str | None:
+    for name in env_names:
         if os.environ.get(name):
             return os.environ[name]
     connection = read_dev_connection()
-    if connection is None or "api_key" not in connection:
+    if connection is None or not connection.get(field):
         return None
-    return str(connection["api_key"])
+    return str(connection[field])
+
+
+def discover_key() -> str | None:
+    """The API key (for /v1) from the environment, else a local `spotgate dev`'s."""
+    return _discover(("SPOTGATE_API_KEY", "SPOTGATE_DEV_API_KEY"), "api_key")
+
+
+def discover_admin_key() -> str | None:
+    """The operator key (fleet, orchestrations) from the environment, else a local
+    `spotgate dev`'s; never the API key, which does not open those routes."""
+    return _discover(("SPOTGATE_ADMIN_KEY",), "admin_key")
 
 
 class StackClient:
     def __init__(self, url: str, key: str | None = None, timeout_s: float = 10.0) -> None:
         self.url = url.rstrip("/")
-        self.key = key or discover_key()
+        self.key = key or discover_admin_key()
         self.timeout_s = timeout_s
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:

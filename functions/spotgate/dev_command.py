@@ -12,18 +12,20 @@ import uvicorn
 from rich.console import Console
 from rich.rule import Rule
 
+from spotgate.adapters.local.http_server import http_protocol_for
+from spotgate.adapters.local.private_files import private_file
 from spotgate.cli_client import DEV_CONNECTION_FILE
 from spotgate.devstack import DevOptions, build_dev_app, dev_settings
 from spotgate.runtime import Runtime
 from spotgate.settings import Settings
 
 
-def _write_connection_file(url: str, key: str) -> None:
-    """Lets `spotgate fleet` in another terminal find this stack without exporting the key."""
-    DEV_CONNECTION_FILE.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(DEV_CONNECTION_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write_connection_file(url: str, key: str, admin_key: str) -> None:
+    """Lets `spotgate fleet` in another terminal find this stack without exporting keys;
+    the admin key lives only here (mode 0600), not in the banner clients copy from."""
+    fd = os.open(private_file(DEV_CONNECTION_FILE), os.O_WRONLY | os.O_TRUNC)
     with os.fdopen(fd, "w") as handle:
-        json.dump({"url": url, "api_key": key}, handle)
+        json.dump({"url": url, "api_key": key, "admin_key": admin_key}, handle)
 
 
 def _banner(url: str, key: str, model: str) -> str:
@@ -31,6 +33,9 @@ def _banner(url: str, key: str, model: str) -> str:
 
   export OPENAI_BASE_URL={url}/v1
   export OPENAI_API_KEY={key}
+
+  Operator commands (`spotgate fleet`, /fleet, /orchestrations) take the separate admin key,
+  which `spotgate` reads from .spotgate/dev.json (mode 0600); the API key above does not open them.
 
   curl {url}/v1/chat/completions \\
     -H "Authorization: Bearer $OPENAI_API_KEY" -H "Content-Type: application/json" \\
@@ -66,7 +71,7 @@ def run_dev(
         console.print(f"model: {model_dir}")
         options = replace(options, model_dir=model_dir)
     url = settings.base_url()
-    _write_connection_file(url, key)
+    _write_connection_file(url, key, settings.admin_key or "")
 
     def on_ready(runtime: Runtime) -> None:
         console.print(Rule(style="green"))
@@ -88,7 +93,8 @@ def run_dev(
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=http_protocol_for(settings),  # httptools, with head and per-address limits
+        proxy_headers=False,  # the peer is the socket's: the local IMDS trusts only loopback
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=5,

@@ -53,6 +53,8 @@ class DevOptions:
     target_concurrency: float | None = None
     scale_down_after_s: float = 30.0
     idle_to_zero_s: float = 60.0
+    keep_history: bool = False
+    """Keep the fleet journal's evictions, refusals and decisions from earlier runs."""
 
     @property
     def initial_workers(self) -> int:
@@ -87,11 +89,13 @@ class LocalFaultInjector:
 
 
 def dev_settings(settings: Settings, api_key: str | None) -> tuple[Settings, str]:
+    """The dev stack's keys: an API key for clients, and a separate admin key for the
+    operator's CLI (never the API key: a client must not kill or evict workers)."""
     key = api_key or f"sk-spotgate-dev-{secrets.token_urlsafe(18)}"
     updated = settings.model_copy(
         update={
             "api_keys": [key, *settings.api_keys],
-            "admin_key": settings.admin_key or key,
+            "admin_key": settings.admin_key or f"sk-spotgate-admin-{secrets.token_urlsafe(24)}",
             "fleet_token": settings.fleet_token or secrets.token_urlsafe(24),
         }
     )
@@ -144,6 +148,8 @@ def build_dev_app(
     for stale in store.all():
         store.delete(stale.id)
     journal = SqliteFleetJournal(settings.data_dir / "fleet-journal.sqlite3")
+    if not options.keep_history:  # an earlier run's faults say nothing about this stack's spot
+        journal.clear()
     runtime = build_runtime(settings, store)
     runtime.journal = journal
 

@@ -9,6 +9,25 @@ from __future__ import annotations
 
 from typing import Any
 
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    408: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+"""OpenAI's error `type` for each client-error status; anything else is a server_error."""
+
+
+def error_type_for(status: int) -> str:
+    return ERROR_TYPES.get(status, "server_error")
+
 
 def error_body(
     message: str,
@@ -81,6 +100,16 @@ class ModelNotFound(NotFound):
 class PayloadTooLarge(OpenAIError):
     status_code = 413
     error_type = "invalid_request_error"
+
+
+class RequestTimeout(OpenAIError):
+    """The client stopped sending its request; 408 and close, as RFC 9110 suggests."""
+
+    status_code = 408
+    error_type = "invalid_request_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="request_timeout", headers={"Connection": "close"})
 
 
 class RateLimited(OpenAIError):

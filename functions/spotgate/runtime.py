@@ -24,6 +24,7 @@ from spotgate.gateway.health import PassiveHealth
 from spotgate.gateway.health_probe import HealthProbe
 from spotgate.gateway.load import OutstandingRequests
 from spotgate.gateway.model_catalogue import load_catalogue
+from spotgate.gateway.quarantine import RequestQuarantine
 from spotgate.gateway.response_cache import ResponseCache
 from spotgate.gateway.routing import Router
 from spotgate.gateway.selection import PolicyOptions, SelectionPolicy
@@ -114,7 +115,10 @@ def build_runtime(
     cache_store: CacheStore | None = None,
 ) -> Runtime:
     clock = clock or SystemClock()
-    registry = WorkerRegistry(store, clock)
+    longest_ttl = max(
+        [settings.cache_ttl_s, *(float(r.get("ttl_s", 0)) for r in settings.cache_rules.values())]
+    )
+    registry = WorkerRegistry(store, clock, distrust_retention_s=max(86_400.0, longest_ttl))
     load = OutstandingRequests()
     health = PassiveHealth(
         clock,
@@ -147,6 +151,11 @@ def build_runtime(
         retry_deadline_s=settings.upstream_retry_deadline_s,
         stream_resumes=settings.stream_resumes,
         resume_wait_s=settings.stream_resume_wait_s,
+        quarantine=RequestQuarantine(
+            clock,
+            deaths_to_quarantine=settings.quarantine_after_deaths,
+            ttl_s=settings.quarantine_ttl_s,
+        ),
     )
     catalog = ModelCatalog(
         registry,
@@ -162,7 +171,7 @@ def build_runtime(
         load=load,
         router=router,
         upstream=upstream,
-        response_cache=build_response_cache(settings, clock, cache_store),
+        response_cache=build_response_cache(settings, clock, cache_store, registry.trusted),
         probe=HealthProbe(
             registry,
             health,

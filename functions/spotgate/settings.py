@@ -16,7 +16,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from spotgate.fleet.autoscaler import AutoscalerConfig
 from spotgate.fleet.capacity_mix import CapacityMixConfig
 from spotgate.fleet.fleet_policy import FleetPolicyConfig
+from spotgate.fleet.registration import parse_networks
 from spotgate.gateway.model_catalogue import ModelEntry
+from spotgate.gateway.request_limits import RequestLimits
 
 
 def parse_pools(text: str) -> list[str]:
@@ -38,6 +40,11 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(default_factory=list, description="Keys accepted on /v1/*.")
     admin_key: str | None = Field(default=None, description="Key for /fleet and orchestrations.")
     fleet_token: str | None = Field(default=None, description="Token agents present.")
+
+    worker_networks: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="Networks worker URLs must be in (the workers' subnet on Azure).",
+    )
 
     data_dir: Path = Path(".spotgate")
     pools: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
@@ -69,7 +76,28 @@ class Settings(BaseSettings):
     health_probe_interval_s: float = 2.0
     health_probe_timeout_s: float = 1.0
     capacity_wait_s: float = 30.0
+    quarantine_after_deaths: int = Field(
+        default=2, ge=1, description="Workers a request may kill before it is refused (400)."
+    )
+    quarantine_ttl_s: float = 3600.0
+    request_limits: RequestLimits = Field(
+        default_factory=RequestLimits,
+        description="Bounds on n, best_of, max_tokens, logprobs, messages, stop... per request; "
+        "a catalogue entry's `limits` override them per model.",
+    )
     max_body_bytes: int = 4 * 1024 * 1024
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="Whole request head, from connect or the last response."
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="Longest silence between request body chunks."
+    )
+    body_deadline_s: float = Field(
+        default=120.0, gt=0, description="Whole request body, from when the app reads it."
+    )
+    max_connections_per_ip: int = Field(
+        default=256, ge=1, description="Connections one client address may hold (local server)."
+    )
 
     compute: Literal["local", "azure"] = "local"
     local_provision_delay_s: float = 0.0
@@ -89,6 +117,9 @@ class Settings(BaseSettings):
     overprovision_spot: int = 0
     drain_timeout_s: float = 300.0
     provision_timeout_s: float = 900.0
+    lost_worker_grace_s: float = Field(
+        default=60.0, description="A worker silent this long (its VM still listed) is deleted."
+    )
     fleet_dry_run: bool = Field(
         default=False, description="Decide and report, but provision and delete nothing."
     )
@@ -135,6 +166,12 @@ class Settings(BaseSettings):
     )
     cache_timeout_s: float = 0.05
 
+    @field_validator("worker_networks")
+    @classmethod
+    def _networks_parse(cls, value: list[str]) -> list[str]:
+        parse_networks(value)  # a typo fails at start, not at the first registration
+        return value
+
     @field_validator("pools", mode="before")
     @classmethod
     def _pools_as_typed(cls, value: Any) -> Any:
@@ -157,6 +194,7 @@ class Settings(BaseSettings):
             ),
             drain_timeout_s=self.drain_timeout_s,
             provision_timeout_s=self.provision_timeout_s,
+            lost_worker_grace_s=self.lost_worker_grace_s,
             dry_run=self.fleet_dry_run,
         ).to_dict()
         override = self.pool_policies.get(pool) or {}

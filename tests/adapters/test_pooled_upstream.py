@@ -330,8 +330,10 @@ async def test_invalid_http_is_unreachable(client: PooledHttpUpstream) -> None:
 
 
 async def test_only_http_urls(client: PooledHttpUpstream) -> None:
-    with pytest.raises(ValueError, match="http://"):
-        await client.post("https://worker:8000/v1/x", b"{}", {})
+    for url in ("https://worker:8000/v1/x", "file:///etc/passwd", "not a url at all"):
+        with pytest.raises(WorkerUnreachable, match="http://") as caught:
+            await client.post(url, b"{}", {})
+        assert caught.value.sent is False, "an unusable URL is an unreachable worker"
     with pytest.raises(ValueError, match="CR or LF"):
         await client.post("http://127.0.0.1:1/v1/x", b"{}", {"X-Bad": "a\r\nX-Injected: 1"})
 

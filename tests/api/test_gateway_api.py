@@ -68,9 +68,23 @@ def auth(key: str = API_KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def register(client: httpx.AsyncClient, worker_id: str = "w1") -> httpx.Response:
-    body = {"id": worker_id, "pool": "default", "model": "m", "engine": "sim", "url": "http://w"}
+async def register(
+    client: httpx.AsyncClient, runtime: Runtime, worker_id: str = "w1"
+) -> httpx.Response:
+    """What the fleet manager then an agent do: provision the instance, then register at
+    the address the compute provider gave it (a loopback port nothing listens on)."""
+    port = 9000 + len(runtime.registry.all())
+    runtime.registry.expect(
+        worker_id, pool="default", model="", engine="", address=f"127.0.0.1:{port}"
+    )
+    url = f"http://127.0.0.1:{port}"
+    body = {"id": worker_id, "pool": "default", "model": "m", "engine": "sim", "url": url}
     return await client.post("/fleet/workers", json=body, headers=auth(FLEET_TOKEN))
+
+
+def agent_auth(registration: httpx.Response) -> dict[str, str]:
+    """The fleet token plus the worker's own credential from its registration."""
+    return {**auth(FLEET_TOKEN), "X-Worker-Token": registration.json()["worker_token"]}
 
 
 def assert_openai_error(response: httpx.Response, status: int, code: str | None = None) -> None:
@@ -82,8 +96,10 @@ def assert_openai_error(response: httpx.Response, status: int, code: str | None 
         assert error["code"] == code
 
 
-async def test_chat_is_served_with_every_contract_header(client: httpx.AsyncClient) -> None:
-    assert (await register(client)).status_code == 201
+async def test_chat_is_served_with_every_contract_header(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    assert (await register(client, runtime)).status_code == 201
     response = await client.post(
         "/v1/chat/completions", json=CHAT, headers={**auth(), "X-Request-ID": "req-42"}
     )
@@ -96,8 +112,10 @@ async def test_chat_is_served_with_every_contract_header(client: httpx.AsyncClie
     assert float(response.headers["x-duration-ms"]) >= 0
 
 
-async def test_vllm_null_fields_are_normalised_away(client: httpx.AsyncClient) -> None:
-    await register(client)
+async def test_vllm_null_fields_are_normalised_away(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await register(client, runtime)
     body = (await client.post("/v1/chat/completions", json=CHAT, headers=auth())).json()
     message = body["choices"][0]["message"]
     assert "annotations" not in message and "function_call" not in message
@@ -143,7 +161,7 @@ async def test_oversized_body_is_413(client: httpx.AsyncClient, runtime: Runtime
 async def test_known_model_without_workers_is_503_with_retry_after(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
-    await register(client)
+    await register(client, runtime)
     runtime.registry.mark_gone("w1", "killed")
     response = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
     assert_openai_error(response, 503, "no_capacity")
@@ -155,8 +173,8 @@ async def test_unknown_path_and_method_are_openai_errors(client: httpx.AsyncClie
     assert_openai_error(await client.get("/v1/chat/completions", headers=auth()), 405)
 
 
-async def test_models_lists_what_workers_serve(client: httpx.AsyncClient) -> None:
-    await register(client)
+async def test_models_lists_what_workers_serve(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    await register(client, runtime)
     body = (await client.get("/v1/models", headers=auth())).json()
     assert body["object"] == "list"
     assert [m["id"] for m in body["data"]] == ["m"]
@@ -171,29 +189,29 @@ async def test_agent_endpoints_need_the_fleet_token(client: httpx.AsyncClient) -
 
 
 async def test_heartbeat_reports_state_and_unknown_worker_is_404(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
-    await register(client)
+    registration = await register(client, runtime)
     metrics = {"metrics": {"num_requests_running": 2, "num_requests_waiting": 1}}
     response = await client.post(
-        "/fleet/workers/w1/heartbeat", json=metrics, headers=auth(FLEET_TOKEN)
+        "/fleet/workers/w1/heartbeat", json=metrics, headers=agent_auth(registration)
     )
     assert response.json() == {"state": "ready", "in_flight": 0}
     response = await client.post(
-        "/fleet/workers/ghost/heartbeat", json=metrics, headers=auth(FLEET_TOKEN)
+        "/fleet/workers/ghost/heartbeat", json=metrics, headers=agent_auth(registration)
     )
     assert_openai_error(response, 404, "worker_not_found")
 
 
 async def test_eviction_report_drains_the_worker_and_fleet_shows_it(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
-    await register(client, "w1")
-    await register(client, "w2")
+    registration = await register(client, runtime, "w1")
+    await register(client, runtime, "w2")
     response = await client.post(
         "/fleet/workers/w1/evicting",
         json={"event_id": "E1", "event_type": "Preempt", "not_before": 1.7e9},
-        headers=auth(FLEET_TOKEN),
+        headers=agent_auth(registration),
     )
     assert response.json()["state"] == "draining"
     fleet = (await client.get("/fleet", headers=auth(ADMIN_KEY))).json()
@@ -213,7 +231,9 @@ async def test_fleet_status_needs_the_admin_key(client: httpx.AsyncClient) -> No
     assert_openai_error(await client.get("/fleet", headers=auth()), 401)
 
 
-async def test_ready_probe_follows_worker_availability(client: httpx.AsyncClient) -> None:
+async def test_ready_probe_follows_worker_availability(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
     assert (await client.get("/health/ready")).status_code == 503
-    await register(client)
+    await register(client, runtime)
     assert (await client.get("/health/ready")).status_code == 200

@@ -24,7 +24,7 @@ def test_command_serves_the_folder_on_loopback(tmp_path: Path) -> None:
     assert pairs["--model"] == str(tmp_path)
     assert pairs["--served-model-name"] == "smollm2"
     assert pairs["--host"] == "127.0.0.1" and pairs["--port"] == "8123"
-    assert pairs["--max-model-len"] == "2048" and pairs["--dtype"] == "bfloat16"
+    assert pairs["--max-model-len"] == "2048" and pairs["--dtype"] == "float32"
     assert "--enforce-eager" in command and command[-2:] == ["--seed", "1"]
     assert launch.base_url == "http://127.0.0.1:8123"
 

@@ -87,6 +87,30 @@ CASES: dict[str, Case] = {
         at=100,
         failures=[refused("1", 50)],
     ),
+    "two zones refused, the third only cooling: spot goes to the cooling one": Case(
+        2,
+        [spot("s4", "3")],
+        {"spot_target": 2, "on_demand_target": 0, "per_zone": {"1": 0, "2": 1, "3": 1}},
+        at=100,
+        evictions=[EvictionSignal("2", T0)],
+        failures=[refused("1", 50), refused("3", 60)],
+    ),
+    "refused in every zone, one also cooling: on-demand fills the gap": Case(
+        2,
+        [spot("s4", "3")],
+        {"spot_target": 1, "on_demand_target": 1, "per_zone": {"1": 0, "2": 0, "3": 1}},
+        at=100,
+        evictions=[EvictionSignal("2", T0)],
+        failures=[refused("1", 50), refused("2", 70), refused("3", 60)],
+    ),
+    "a zone not cooling is preferred to an emptier cooling one, never a refused one": Case(
+        3,
+        [spot("s1", "3"), spot("s2", "3")],
+        {"spot_target": 3, "on_demand_target": 0, "per_zone": {"1": 0, "2": 0, "3": 3}},
+        at=100,
+        evictions=[EvictionSignal("2", T0)],
+        failures=[refused("1", 50)],
+    ),
     "on-demand kept until spot is healthy for the cool-down": Case(
         3,
         [spot("s1", "1"), od("o1"), od("o2")],
@@ -193,6 +217,29 @@ def test_round_trips_are_identical(name: str) -> None:
     policy = SpotFirst(case.config)
     assert policy.load_state(json.loads(json.dumps(policy.dump_state(state)))) == state
     assert decide(case) == (decision, state)
+
+
+# the reason shown as the monitor's `why`: where spot was refused, before and at the fallback
+REASONS: dict[str, str] = {
+    "spot refused in one zone: other zones take the spot": (
+        "spot refused in zone 1 (SkuNotAvailable)"
+    ),
+    "two zones refused, the third only cooling: spot goes to the cooling one": (
+        "spot refused in zone 1 (SkuNotAvailable), zone 3 (SkuNotAvailable)"
+    ),
+    "spot refused everywhere: on-demand fills the gap": (
+        "spot refused in all zones, on-demand fills 2"
+    ),
+    "refused in every zone, one also cooling: on-demand fills the gap": (
+        "spot refused in all zones, on-demand fills 1"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REASONS))
+def test_reason_says_where_spot_was_refused(name: str) -> None:
+    decision, _ = decide(CASES[name])
+    assert REASONS[name] in decision.reason.split("; "), decision.reason
 
 
 def test_spot_outage_then_recovery_over_time() -> None:

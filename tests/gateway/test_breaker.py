@@ -195,3 +195,17 @@ async def test_get_status_reads_a_real_status_and_reports_refusal() -> None:
         assert await get_status(f"http://127.0.0.1:{port}/health", 1.0) == 200
     with pytest.raises(ConnectionRefusedError):
         await get_status(f"http://127.0.0.1:{free_port()}/health", 1.0)
+
+
+async def test_a_worker_url_nothing_can_be_sent_to_is_a_dead_worker_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = ManualClock()
+    registry = WorkerRegistry(InMemoryWorkerStore(), clock)
+    registry.register("odd", pool="p", model="m", engine="sim", url="gopher://127.0.0.1:70")
+    health = PassiveHealth(clock, cooldown_s=5)
+    probe = HealthProbe(registry, health)  # the real get_status
+    await probe.probe_once()
+    await probe.probe_once()
+    assert health.state("odd") is OPEN
+    assert "Traceback" not in caplog.text and "probe round failed" not in caplog.text

@@ -41,8 +41,9 @@ class FakeStream:
 
 
 class FakeUpstream:
-    """Each worker URL behaves as told: 'ok', 'down', 'busy' (503), 'bad' (400), 'breaks'
-    or 'silent' (accepts the request, never answers)."""
+    """Each worker URL behaves as told: 'ok', 'down' (nothing listens), 'busy' (503),
+    'slow-busy', 'bad' (400), 'breaks' (mid-stream), 'died' (the request was sent, the
+    connection lost) or 'silent' (accepts the request, never answers)."""
 
     def __init__(self, behaviour: dict[str, str]) -> None:
         self.behaviour = behaviour
@@ -58,7 +59,12 @@ class FakeUpstream:
         if mode == "silent":
             await asyncio.sleep(3600)
         if mode == "down":
-            raise WorkerUnreachable("connection refused") from ConnectionRefusedError()
+            raise WorkerUnreachable("connection refused", sent=False) from ConnectionRefusedError()
+        if mode == "died":
+            raise WorkerUnreachable("connection lost before any response")
+        if mode == "slow-busy":
+            await asyncio.sleep(0.05)
+            mode = "busy"
         if mode == "busy":
             return UpstreamReply(503, b'{"error": {"message": "overloaded"}}', "application/json")
         if mode == "bad":
@@ -72,7 +78,9 @@ class FakeUpstream:
         if mode == "silent":
             await asyncio.sleep(3600)
         if mode == "down":
-            raise WorkerUnreachable("connection refused") from ConnectionRefusedError()
+            raise WorkerUnreachable("connection refused", sent=False) from ConnectionRefusedError()
+        if mode == "died":
+            raise WorkerUnreachable("connection lost before any response")
         if mode == "busy":
             return FakeStream(503, [b"{}"])
         chunks = [b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"]
@@ -132,12 +140,17 @@ async def test_client_errors_are_not_retried() -> None:
     assert len(upstream.calls) == 1
 
 
-async def test_all_workers_failing_is_a_502_naming_the_cause() -> None:
-    forwarder, _, _, _, _ = make_forwarder({"a": "down", "b": "busy"})
+async def test_all_workers_failing_is_a_502_whose_details_go_to_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    forwarder, _, _, _, _ = make_forwarder({"worker-a": "down", "worker-b": "busy"})
     with pytest.raises(UpstreamError) as caught:
         await forward(forwarder)
     assert caught.value.status_code == 502
-    assert "2 attempt" in caught.value.message
+    assert caught.value.code == "upstream_unavailable"
+    assert "2 tried" in caught.value.message
+    assert "worker-" not in caught.value.message and "refused" not in caught.value.message
+    assert "worker-b answered 503" in caplog.text
 
 
 async def test_no_worker_for_the_model_is_a_503_with_retry_after() -> None:
@@ -180,37 +193,49 @@ async def test_stream_broken_mid_way_ends_with_an_sse_error_not_a_hang() -> None
     assert load.total() == 0
 
 
-async def test_a_worker_silent_past_the_first_byte_timeout_is_retried_elsewhere() -> None:
+async def test_a_worker_silent_past_the_first_byte_timeout_is_not_resent_elsewhere() -> None:
     forwarder, _, upstream, load, health = make_forwarder(
-        {"silent": "silent", "live": "ok"}, first_byte_timeout_s=0.05
+        {"silent": "silent"}, first_byte_timeout_s=0.05
     )
-    replies = [await forward(forwarder) for _ in range(2)]
-    assert [r.worker_id for r in replies] == ["live", "live"]
-    assert upstream.calls.count("silent") == 1
+    with pytest.raises(UpstreamError) as caught:
+        await forward(forwarder)
+    assert caught.value.code == "worker_failed"
+    assert upstream.calls == ["silent"]
     assert health.available("silent"), "a timeout is one failure, not proof of death"
     assert load.total() == 0
 
 
-async def test_retries_stop_at_the_retry_deadline() -> None:
+@pytest.mark.parametrize("path", ["post", "stream"])
+async def test_a_worker_that_died_with_the_request_is_not_followed_by_another(path: str) -> None:
+    forwarder, _, upstream, load, health = make_forwarder({"dies": "died", "live": "ok"})
+    with pytest.raises(UpstreamError) as caught:  # the first pick of the rotation is "dies"
+        if path == "post":
+            await forward(forwarder)
+        else:
+            await forwarder.forward_stream("/v1/chat/completions", "m", b"{}", {}, {})
+    assert caught.value.code == "worker_failed"
+    assert upstream.calls == ["dies"], "the live worker never got the request"
+    assert not health.available("dies")
+    assert load.total() == 0
+
+
+async def test_retries_stop_at_the_retry_deadline(caplog: pytest.LogCaptureFixture) -> None:
     forwarder, _, upstream, _, _ = make_forwarder(
-        {"s1": "silent", "s2": "silent", "live": "ok"},
-        first_byte_timeout_s=0.05,
-        retry_deadline_s=0.01,
+        {"s1": "slow-busy", "s2": "slow-busy", "live": "ok"}, retry_deadline_s=0.01
     )
-    with pytest.raises(UpstreamError) as caught:
+    with pytest.raises(UpstreamError):
         await forward(forwarder)
-    assert "retry deadline" in caught.value.message
+    assert "retry deadline" in caplog.text
     assert upstream.calls in (["s1"], ["s2"])
 
 
-async def test_a_stream_whose_headers_never_come_is_retried_elsewhere() -> None:
-    forwarder, _, _, load, _ = make_forwarder(
-        {"silent": "silent", "live": "ok"}, stream_first_byte_timeout_s=0.05
+async def test_a_stream_whose_headers_never_come_is_not_resent_elsewhere() -> None:
+    forwarder, _, upstream, load, _ = make_forwarder(
+        {"silent": "silent"}, stream_first_byte_timeout_s=0.05
     )
-    for _ in range(2):
-        result = await forwarder.forward_stream("/v1/chat/completions", "m", b"{}", {}, {})
-        assert isinstance(result, StreamReply) and result.worker_id == "live"
-        assert b"".join([chunk async for chunk in result.chunks]).endswith(b"[DONE]\n\n")
+    with pytest.raises(UpstreamError) as caught:
+        await forwarder.forward_stream("/v1/chat/completions", "m", b"{}", {}, {})
+    assert caught.value.code == "worker_failed" and upstream.calls == ["silent"]
     assert load.total() == 0
 
 

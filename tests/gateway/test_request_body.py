@@ -25,6 +25,9 @@ def test_unparseable_bodies_are_rejected_clearly(raw: bytes, message: str) -> No
         ({"model": "m", "messages": []}, "messages"),
         ({"model": "m", "messages": ["hi"]}, "messages[0]"),
         ({"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+        ({"model": "m", "messages": [{"role": {}, "content": "x"}]}, "messages[0].role"),
+        ({"model": "m", "messages": [{"role": [], "content": "x"}]}, "messages[0].role"),
+        ({"model": "m", "messages": [{"role": ["user"], "content": "x"}]}, "messages[0].role"),
         ({"model": "m", "messages": [{"role": "user"}]}, "messages[0].content"),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
         (
@@ -52,3 +55,10 @@ def test_valid_requests_return_the_model() -> None:
         check_completion({"model": "m"})
     with pytest.raises(InvalidRequest, match="input"):
         check_embedding({"model": "m", "input": ""})
+
+
+def test_whole_number_floats_count_as_integers_as_json_schema_says() -> None:
+    assert check_chat({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2.0})
+    with pytest.raises(InvalidRequest) as caught:
+        check_chat({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2.5})
+    assert caught.value.param == "n"

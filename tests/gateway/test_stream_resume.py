@@ -27,6 +27,7 @@ from spotgate.gateway.breaker import BreakerState
 from spotgate.gateway.forwarding import Forwarder, StreamReply
 from spotgate.gateway.health import PassiveHealth
 from spotgate.gateway.load import OutstandingRequests
+from spotgate.gateway.quarantine import RequestQuarantine
 from spotgate.gateway.selection import LeastOutstanding
 from spotgate.gateway.upstream import UpstreamReply, WorkerUnreachable
 
@@ -320,7 +321,10 @@ async def test_a_stream_that_cannot_be_resumed_ends_with_an_error_then_done(
 
 async def test_resumption_gives_up_after_its_budget() -> None:
     workers = SimWorkers([Cut(700)])
-    forwarder, load, _, _ = make(workers, ["a", "b", "c", "d"], stream_resumes=2)
+    lenient = RequestQuarantine(SystemClock(), deaths_to_quarantine=10)
+    forwarder, load, _, _ = make(
+        workers, ["a", "b", "c", "d"], stream_resumes=2, quarantine=lenient
+    )
     _, events = await stream_through(forwarder, chat_request())
     seen = read(events)
     assert len(workers.requests) == 3
@@ -330,15 +334,22 @@ async def test_resumption_gives_up_after_its_budget() -> None:
     assert load.total() == 0
 
 
-async def test_no_other_worker_ends_the_stream_with_an_error() -> None:
+async def test_no_other_worker_ends_the_stream_with_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     workers = SimWorkers([Cut(700)])
     forwarder, _, _, _ = make(workers, ["a"])
     _, events = await stream_through(forwarder, chat_request())
     seen = read(events)
-    assert "no other worker" in seen["errors"][0]["error"]["message"] and seen["last_is_done"]
+    message = seen["errors"][0]["error"]["message"]
+    assert "resuming it on another worker failed" in message and seen["last_is_done"]
+    assert "worker a" not in message, "the client is not told worker names"
+    assert "no other worker" in caplog.text, "the operator is"
 
 
-async def test_no_other_worker_within_the_deadline_ends_the_stream_with_an_error() -> None:
+async def test_no_other_worker_within_the_deadline_ends_the_stream_with_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     workers = SimWorkers([Cut(700)])
     forwarder, _, health, _ = make(workers, ["a", "b"], resume_wait_s=0.1)
     health.failed("b", fatal=True)  # b is there but its breaker is open
@@ -346,7 +357,8 @@ async def test_no_other_worker_within_the_deadline_ends_the_stream_with_an_error
     _, events = await stream_through(forwarder, chat_request())
     seen = read(events)
     assert not forwarder_b_free
-    assert "within 0.1 s" in seen["errors"][0]["error"]["message"] and seen["last_is_done"]
+    assert "resuming it on another worker failed" in seen["errors"][0]["error"]["message"]
+    assert seen["last_is_done"] and "within 0.1 s" in caplog.text
 
 
 async def test_a_worker_arriving_while_the_stream_waits_takes_it_over() -> None:

@@ -729,6 +729,16 @@ def test_app_settings_are_complete_and_identity_based() -> None:
     assert functions_params["maxWorkers"] == "maxWorkers"
 
 
+def test_worker_registrations_are_confined_to_the_workers_subnet() -> None:
+    """Without it the app would accept only loopback workers, or (worse) any address."""
+    settings = _app_settings()
+    assert render(settings["SPOTGATE_WORKER_NETWORKS"]) == "string(workerNetworks)"
+    functions_params = doc("main.bicep")["modules"]["functions"]["config"]["params"]
+    assert json.dumps(functions_params["workerNetworks"]).count("workersSubnetPrefix") == 1
+    outputs = doc("modules/network.bicep")["outputs"]
+    assert "workersSubnetPrefix" in json.dumps(outputs["workersSubnetPrefix"])
+
+
 def test_secrets_reach_the_app_only_as_key_vault_references() -> None:
     settings = _app_settings()
     vault_secrets = {

@@ -23,6 +23,7 @@ import httpx
 from tests.conftest import free_port
 
 KEY = "sk-integration-test"
+ADMIN_KEY = "sk-integration-admin"
 
 
 @dataclass
@@ -32,14 +33,14 @@ class Stack:
     log: Path
 
     def fleet(self) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {KEY}"}
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
         return dict(httpx.get(f"{self.url}/fleet", headers=headers, timeout=5).json())
 
     def workers(self, state: str | None = None) -> list[dict[str, Any]]:
         return [w for w in self.fleet()["workers"] if state is None or w["state"] == state]
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "SPOTGATE_URL": self.url, "SPOTGATE_ADMIN_KEY": KEY}
+        env = {**os.environ, "SPOTGATE_URL": self.url, "SPOTGATE_ADMIN_KEY": ADMIN_KEY}
         return subprocess.run(
             [sys.executable, "-m", "spotgate.cli", *args],
             env=env,
@@ -81,6 +82,7 @@ def sim_stack(
     env = {
         **os.environ,
         "SPOTGATE_DEV_API_KEY": KEY,
+        "SPOTGATE_ADMIN_KEY": ADMIN_KEY,
         "SPOTGATE_HEARTBEAT_INTERVAL_S": "1",
         **(env or {}),
     }

@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from tests.integration.conftest import KEY, Stack, sim_stack, wait_until
+from tests.integration.conftest import ADMIN_KEY, KEY, Stack, sim_stack, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -43,13 +43,13 @@ def ask(client: openai.OpenAI, i: int, max_tokens: int = 16) -> openai.types.cha
 
 
 def monitor(stack: Stack) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {KEY}"}
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     url = f"{stack.url}/orchestrations/fleet-monitor-default"
     return dict(httpx.get(url, headers=headers, timeout=5).json())
 
 
 def evict(stack: Stack, worker_id: str, notice_s: float) -> None:
-    headers = {"Authorization": f"Bearer {KEY}"}
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     url = f"{stack.url}/fleet/workers/{worker_id}/evict"
     reply = httpx.post(url, headers=headers, json={"notice_s": notice_s}, timeout=5)
     assert reply.status_code == 202, reply.text

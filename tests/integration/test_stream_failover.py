@@ -242,7 +242,7 @@ def test_a_vllm_stream_cut_mid_answer_is_finished_by_the_other_worker(
     Why not "equals the uninterrupted answer": the second worker reads the
     partial answer back as prompt (`continue_final_message`) and prefills it
     in one pass, where the first worker decoded it token by token. On vLLM's
-    CPU build in bfloat16 those two paths round differently, and where
+    CPU build those two paths round differently, and where
     SmolLM2's greedy choice is a near tie the continuation takes the other
     branch (seen here: "...seemed to blend seamlessly" after a cut where the
     uninterrupted answer says "...seemed to shift and change"); re-tokenizing

@@ -153,7 +153,13 @@ class FakeEngine(FakeServer):
 
 
 class FakeControlPlane(FakeServer):
-    """The /fleet/workers contract; `mode` is up, down (503) or close (drops connections)."""
+    """The /fleet/workers contract; `mode` is up, down (503) or close (drops connections).
+
+    As the real one: registration hands out a worker credential; heartbeats and
+    eviction reports must carry it (409 worker_credential_invalid if not); a live
+    worker is registered again only with it (409 worker_registered); a retired one
+    never (409 worker_retired).
+    """
 
     def __init__(self, token: str = TOKEN) -> None:
         super().__init__()
@@ -162,6 +168,8 @@ class FakeControlPlane(FakeServer):
         self.workers: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str, Any, int]] = []
         self.in_flight = 0
+        self.retired: set[str] = set()
+        self.issued = 0
 
     def handle(
         self, method: str, path: str, query: dict[str, list[str]], headers: Message, body: Any
@@ -177,13 +185,23 @@ class FakeControlPlane(FakeServer):
             return 503, {"error": {"message": "down"}}
         if headers.get("Authorization") != f"Bearer {self.token}":
             return 401, {"error": {"message": "bad fleet token"}}
+        presented = headers.get("X-Worker-Token")
         if path == "/fleet/workers":
-            self.workers[body["id"]] = {**body, "state": "ready"}
-            return 201, self.workers[body["id"]]
+            if body["id"] in self.retired:
+                return 409, {"error": {"code": "worker_retired"}}
+            live = self.workers.get(body["id"])
+            if live and live.get("credential") and presented != live["credential"]:
+                return 409, {"error": {"code": "worker_registered"}}
+            self.issued += 1
+            credential = f"worker-cred-{self.issued}-{body['id']}"
+            self.workers[body["id"]] = {**body, "state": "ready", "credential": credential}
+            return 201, {**self.workers[body["id"]], "worker_token": credential}
         _, _, _, worker_id, action = path.split("/")
         worker = self.workers.get(worker_id)
         if worker is None:
             return 404, {"error": {"code": "worker_not_found"}}
+        if presented != worker.get("credential"):
+            return 409, {"error": {"code": "worker_credential_invalid"}}
         if action == "evicting":
             worker["state"] = "draining"
         return 200, {"state": worker["state"], "in_flight": self.in_flight}
@@ -518,6 +536,67 @@ def test_forgotten_worker_registers_again(
     assert cp.of("heartbeat", 404)
     count = len(heartbeats(cp))
     wait_until(lambda: len(heartbeats(cp)) > count + 2, "heartbeats after re-registering")
+
+
+def test_heartbeats_carry_the_credential_handed_out_at_registration(
+    start_agent: Callable[..., Any], cp: FakeControlPlane, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="spotgate.agent")
+    agent = start_agent()
+    wait_until(lambda: len(heartbeats(cp)) >= 3, "heartbeats accepted with the credential")
+    assert not cp.of("heartbeat", 409)
+    assert agent.credential == cp.workers[WORKER]["credential"]
+    assert agent.credential not in caplog.text
+
+
+def test_a_heartbeat_refused_for_its_credential_makes_the_agent_register_again(
+    start_agent: Callable[..., Any], cp: FakeControlPlane
+) -> None:
+    start_agent()
+    wait_until(lambda: len(heartbeats(cp)) >= 2, "heartbeats")
+    with cp.lock:
+        cp.workers[WORKER]["credential"] = None  # e.g. the control plane lost its record
+    wait_until(lambda: cp.of("heartbeat", 409), "the refused heartbeat")
+    wait_until(lambda: len(cp.registrations()) == 2, "registration again")
+    count = len(heartbeats(cp))
+    wait_until(lambda: len(heartbeats(cp)) > count + 2, "heartbeats with the new credential")
+
+
+def test_a_retired_worker_stops_registering(
+    start_agent: Callable[..., Any], cp: FakeControlPlane
+) -> None:
+    cp.retired.add(WORKER)
+    start_agent()
+    wait_until(lambda: cp.of("workers", 409), "the refused registration")
+    time.sleep(0.5)  # dozens of retry intervals
+    assert len(cp.of("workers")) == 1, "no point asking again: the VM is being deleted"
+
+
+def test_the_credential_survives_an_agent_restart_in_a_private_state_file(
+    start_agent: Callable[..., Any], cp: FakeControlPlane, tmp_path: Path
+) -> None:
+    state = tmp_path / "credential.json"
+    first = start_agent(state_file=str(state))
+    wait_until(lambda: len(heartbeats(cp)) >= 2, "heartbeats of the first agent")
+    assert state.stat().st_mode & 0o777 == 0o600
+    first.stop.set()
+    first.thread.join(5)
+    second = start_agent(state_file=str(state))
+    wait_until(lambda: len(cp.registrations()) == 2, "the restarted agent registers")
+    assert not cp.of("workers", 409), "it proved it is the same worker"
+    count = len(heartbeats(cp))
+    wait_until(lambda: len(heartbeats(cp)) > count + 2, "heartbeats after the restart")
+    assert second.credential == cp.workers[WORKER]["credential"] != "worker-cred-1-" + WORKER
+
+
+def test_without_its_credential_a_second_agent_cannot_take_over_a_live_worker(
+    start_agent: Callable[..., Any], cp: FakeControlPlane
+) -> None:
+    start_agent()
+    wait_until(lambda: len(heartbeats(cp)) >= 2, "heartbeats of the first agent")
+    start_agent(advertise_url="http://127.0.0.66:8000")
+    wait_until(lambda: cp.of("workers", 409), "the impostor's refused registration")
+    assert cp.workers[WORKER]["url"] == "http://10.0.0.4:8000"
 
 
 def test_survives_control_plane_outages(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from spotgate.clock import Clock
 from spotgate.gateway.cache_policy import CachePolicy, CacheRule
 from spotgate.gateway.cache_store import CacheStore, InMemoryCacheStore
@@ -19,6 +21,7 @@ def cache_policy_from(settings: Settings) -> CachePolicy:
             ttl_s=float(rule.get("ttl_s", default.ttl_s)),
             deterministic_only=bool(rule.get("deterministic_only", default.deterministic_only)),
             max_entry_bytes=int(rule.get("max_entry_bytes", default.max_entry_bytes)),
+            shared=bool(rule.get("shared", default.shared)),
         )
         for model, rule in settings.cache_rules.items()
     }
@@ -26,7 +29,10 @@ def cache_policy_from(settings: Settings) -> CachePolicy:
 
 
 def build_response_cache(
-    settings: Settings, clock: Clock, store: CacheStore | None = None
+    settings: Settings,
+    clock: Clock,
+    store: CacheStore | None = None,
+    trusted: Callable[[str], bool] = lambda _worker_id: True,
 ) -> ResponseCache | None:
     if store is None:
         if settings.cache_backend == "off":
@@ -40,5 +46,9 @@ def build_response_cache(
                 settings.data_dir / "cache.sqlite3", max_bytes=settings.cache_max_bytes, clock=clock
             )
     return ResponseCache(
-        store, cache_policy_from(settings), clock, timeout_s=settings.cache_timeout_s
+        store,
+        cache_policy_from(settings),
+        clock,
+        timeout_s=settings.cache_timeout_s,
+        trusted=trusted,
     )

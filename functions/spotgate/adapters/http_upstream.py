@@ -16,6 +16,13 @@ import aiohttp
 from spotgate.gateway.upstream import UpstreamReply, WorkerUnreachable
 
 _RETRYABLE = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
+# failures that happen before a byte of the request left: the endpoint never saw it
+_NOT_SENT = (aiohttp.ClientConnectorError, ValueError)
+
+
+def _unreachable(exc: BaseException, what: str = "") -> WorkerUnreachable:
+    text = f"{what}{type(exc).__name__}: {exc}"
+    return WorkerUnreachable(text, sent=not isinstance(exc, _NOT_SENT))
 
 
 class AiohttpStream:
@@ -28,13 +35,13 @@ class AiohttpStream:
             async for chunk in self._response.content.iter_any():
                 yield chunk
         except _RETRYABLE as exc:
-            raise WorkerUnreachable(f"stream broke: {type(exc).__name__}: {exc}") from exc
+            raise _unreachable(exc, "stream broke: ") from exc
 
     async def read_all(self) -> bytes:
         try:
             return await self._response.read()
         except _RETRYABLE as exc:
-            raise WorkerUnreachable(f"read failed: {type(exc).__name__}: {exc}") from exc
+            raise _unreachable(exc, "read failed: ") from exc
 
     async def close(self) -> None:
         self._response.release()
@@ -72,14 +79,14 @@ class AiohttpUpstream:
                     payload,
                     response.headers.get("Content-Type", "application/json"),
                 )
-        except _RETRYABLE as exc:
-            raise WorkerUnreachable(f"{type(exc).__name__}: {exc}") from exc
+        except (*_RETRYABLE, ValueError) as exc:
+            raise _unreachable(exc) from exc
 
     async def open_stream(self, url: str, body: bytes, headers: dict[str, str]) -> AiohttpStream:
         try:
             response = await self._client().post(url, data=body, headers=headers)
-        except _RETRYABLE as exc:
-            raise WorkerUnreachable(f"{type(exc).__name__}: {exc}") from exc
+        except (*_RETRYABLE, ValueError) as exc:
+            raise _unreachable(exc) from exc
         return AiohttpStream(response)
 
     async def close(self) -> None:

@@ -83,7 +83,7 @@ class _Connection(asyncio.Protocol):
         try:
             if self._transport is None or self._transport.is_closing():
                 self.lost_before_reply = True
-                raise WorkerUnreachable("connection to worker closed before sending")
+                raise WorkerUnreachable("connection to worker closed before sending", sent=False)
             self._transport.write(request)
             self._last_rx = self._loop.time()
             self._timer = self._loop.call_later(self._read_timeout_s, self._on_timer)
@@ -315,7 +315,10 @@ class PooledHttpUpstream:
     async def _send(
         self, url: str, body: bytes, headers: dict[str, str], *, stream: bool
     ) -> tuple[_Key, _Connection]:
-        key, head = self._targets.get(url) or self._parse(url)
+        try:
+            key, head = self._targets.get(url) or self._parse(url)
+        except ValueError as exc:  # a worker registered with an unusable URL: unreachable
+            raise WorkerUnreachable(str(exc), sent=False) from None
         request = b"".join((head, _header_block(headers, len(body)), body))
         silence = self._stream_read_timeout_s if stream else self._read_timeout_s
         conn = self._idle(key)
@@ -366,10 +369,11 @@ class PooledHttpUpstream:
                 )
         except TimeoutError:
             raise WorkerUnreachable(
-                f"connecting to {host}:{port} timed out after {self._connect_timeout_s:g} s"
+                f"connecting to {host}:{port} timed out after {self._connect_timeout_s:g} s",
+                sent=False,
             ) from None
         except OSError as exc:
-            raise WorkerUnreachable(f"cannot connect to {host}:{port}: {exc}") from exc
+            raise WorkerUnreachable(f"cannot connect to {host}:{port}: {exc}", sent=False) from exc
         return conn
 
     def _parse(self, url: str) -> _Target:

@@ -9,19 +9,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from spotgate.errors import OpenAIError, error_body
+from spotgate.errors import OpenAIError, error_body, error_type_for
 
 log = logging.getLogger("spotgate.api")
-
-_STATUS_TYPES = {
-    400: "invalid_request_error",
-    401: "invalid_request_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-}
 
 
 def json_response(payload: object, status: int = 200, headers: dict[str, str] | None = None):
@@ -46,7 +36,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
         message = f"Method {request.method} is not allowed on {request.url.path}."
     else:
         message = str(exc.detail)
-    body = error_body(message, _STATUS_TYPES.get(status, "server_error"))
+    body = error_body(message, error_type_for(status))
     return json_response(body, status, dict(exc.headers or {}))
 
 

@@ -11,7 +11,9 @@ from starlette.routing import Route
 
 from spotgate.api.auth import require_admin, require_key
 from spotgate.api.errors import json_response
+from spotgate.api.request_reading import read_request_body
 from spotgate.errors import InvalidRequest, NotFound
+from spotgate.fleet.registration import check_worker_url, parse_networks
 from spotgate.fleet.worker import Worker
 from spotgate.gateway.request_body import parse_body
 from spotgate.orchestrations.fleet_monitor import WAKE_EVENT, monitor_instance_id
@@ -44,41 +46,64 @@ async def wake_monitor(control: OrchestrationControl, pool: str) -> None:
         await control.raise_event(instance_id, WAKE_EVENT)
 
 
+WORKER_CREDENTIAL_HEADER = "x-worker-token"
+"""Where an agent presents the credential it got at registration (beside the fleet token)."""
+_PRIORITIES = ("spot", "on-demand")
+
+
 def worker_view(runtime: Runtime, worker: Worker) -> dict[str, Any]:
     data = worker.to_dict()
+    del data["credential"]
     data["in_flight"] = runtime.load.of(worker.id)
     return data
 
 
+def _worker_credential(request: Request) -> str | None:
+    return request.headers.get(WORKER_CREDENTIAL_HEADER)
+
+
 async def register(request: Request) -> Response:
+    """An agent's engine is healthy; see fleet/registration.py for what it must prove."""
     runtime = _require_fleet_token(request)
-    body = parse_body(await request.body())
-    worker = runtime.registry.register(
+    settings = runtime.settings
+    body = parse_body(await read_request_body(request))
+    pool = _text(body, "pool") or ""
+    if pool not in settings.pools:
+        raise InvalidRequest(f"Unknown pool '{pool}'.", param="pool", code="unknown_pool")
+    priority = _text(body, "priority", required=False) or "spot"
+    if priority not in _PRIORITIES:
+        raise InvalidRequest("'priority' must be spot or on-demand.", param="priority")
+    address = check_worker_url(_text(body, "url") or "", parse_networks(settings.worker_networks))
+    worker, credential = runtime.registry.enroll(
         _text(body, "id") or "",
-        pool=_text(body, "pool") or "",
+        address,
+        _worker_credential(request),
+        pool=pool,
         model=_text(body, "model") or "",
         engine=_text(body, "engine") or "",
-        url=_text(body, "url") or "",
-        priority=_text(body, "priority", required=False) or "spot",
+        priority=priority,
         zone=_text(body, "zone", required=False),
     )
-    return json_response(worker_view(runtime, worker), 201)
+    return json_response({**worker_view(runtime, worker), "worker_token": credential}, 201)
 
 
 async def heartbeat(request: Request) -> Response:
     runtime = _require_fleet_token(request)
-    body = parse_body(await request.body() or b"{}")
+    worker_id = request.path_params["worker_id"]
+    runtime.registry.authenticate(worker_id, _worker_credential(request))
+    body = parse_body(await read_request_body(request) or b"{}")
     metrics = body.get("metrics")
     if metrics is not None and not isinstance(metrics, dict):
         raise InvalidRequest("'metrics' must be an object.", param="metrics")
-    worker = runtime.registry.heartbeat(request.path_params["worker_id"], metrics)
+    worker = runtime.registry.heartbeat(worker_id, metrics)
     return json_response({"state": worker.state.value, "in_flight": runtime.load.of(worker.id)})
 
 
 async def evicting(request: Request) -> Response:
     """An agent saw a spot eviction notice: stop routing to it now and wake the monitor."""
     runtime = _require_fleet_token(request)
-    body = parse_body(await request.body() or b"{}")
+    runtime.registry.authenticate(request.path_params["worker_id"], _worker_credential(request))
+    body = parse_body(await read_request_body(request) or b"{}")
     not_before = body.get("not_before")
     if not_before is not None and not isinstance(not_before, int | float):
         raise InvalidRequest("'not_before' must be epoch seconds or null.", param="not_before")
@@ -151,7 +176,7 @@ async def evict(request: Request) -> Response:
     runtime = require_admin(request)
     if runtime.faults is None:
         raise InvalidRequest("Injecting an eviction is only possible on a local stack.")
-    body = parse_body(await request.body() or b"{}")
+    body = parse_body(await read_request_body(request) or b"{}")
     notice_s = body.get("notice_s", 30)
     if isinstance(notice_s, bool) or not isinstance(notice_s, int | float) or notice_s < 0:
         raise InvalidRequest("'notice_s' must be a non-negative number.", param="notice_s")
@@ -164,7 +189,7 @@ async def spot_market(request: Request) -> Response:
     runtime = require_admin(request)
     if runtime.faults is None:
         raise InvalidRequest("The spot market can only be changed on a local stack.")
-    body = parse_body(await request.body() or b"{}")
+    body = parse_body(await read_request_body(request) or b"{}")
     available = body.get("available")
     if not isinstance(available, bool):
         raise InvalidRequest("'available' must be true or false.", param="available")

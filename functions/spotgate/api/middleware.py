@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spotgate.api.errors import internal_error_body
@@ -56,6 +57,10 @@ class ResponseHeaders:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except ClientDisconnect:
+            # The client left mid-request (mid-body, usually): nobody is there to answer and
+            # nothing failed here, so no traceback; a flood of these must not flood the log.
+            log.debug("client left during %s %s", scope.get("method"), scope.get("path"))
         except Exception:
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             if response_started:

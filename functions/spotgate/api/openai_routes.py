@@ -16,39 +16,29 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from spotgate.api.auth import require_key
+from spotgate.api.disconnect import while_connected
 from spotgate.api.errors import json_response
 from spotgate.api.middleware import REQUEST_ID
+from spotgate.api.request_reading import read_request_body
 from spotgate.api.streaming import ClosingStreamingResponse
-from spotgate.errors import PayloadTooLarge
+from spotgate.errors import UpstreamError
 from spotgate.gateway import request_body
+from spotgate.gateway.cache_key import tenant_scope
 from spotgate.gateway.cache_policy import CacheDecision
 from spotgate.gateway.cache_store import CachedResponse
 from spotgate.gateway.forwarding import Reply, StreamReply
 from spotgate.gateway.normalise import normalise_chat_response, normalise_completion_response
 from spotgate.gateway.relay import Relay
+from spotgate.gateway.request_limits import check_limits
 from spotgate.gateway.sse_assemble import assemble_stream
 from spotgate.gateway.sse_replay import NotReplayable, replay_as_stream
-from spotgate.gateway.upstream_errors import openai_error_body
+from spotgate.gateway.upstream_errors import openai_error_body, upstream_status
 from spotgate.runtime import Runtime
 
 Checker = Callable[[dict[str, Any]], str]
 Normaliser = Callable[[dict[str, Any]], dict[str, Any]] | None
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _served_headers(model: str, worker_id: str, x_cache: str) -> dict[str, str]:
@@ -60,7 +50,7 @@ def _reply_response(reply: Reply, model: str, normalise: Normaliser, x_cache: st
     if reply.status != 200:
         return Response(
             openai_error_body(reply.status, reply.body),
-            reply.status,
+            upstream_status(reply.status),
             headers,
             media_type="application/json",
         )
@@ -68,6 +58,15 @@ def _reply_response(reply: Reply, model: str, normalise: Normaliser, x_cache: st
     if normalise is not None:
         content = orjson.dumps(normalise(orjson.loads(content)))
     return Response(content, 200, headers, media_type="application/json")
+
+
+def _bad_output(runtime: Runtime, reply: Reply) -> UpstreamError:
+    """A 200 whose body is not JSON: the worker is broken or not what it claims."""
+    runtime.registry.distrust(reply.worker_id, "answered 200 with a body that is not JSON")
+    return UpstreamError(
+        "The model's worker sent an answer that could not be read. Retry shortly.",
+        code="upstream_error",
+    )
 
 
 def _cached_response(
@@ -134,19 +133,41 @@ def _store(
 def _endpoint(path: str, check: Checker, normalise: Normaliser, streams: bool):
     async def handle(request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime
-        require_key(request, runtime.settings.api_keys)
-        raw = await read_body(request, runtime.settings.max_body_bytes)
+        presented = require_key(request, runtime.settings.api_keys)
+        raw = await read_request_body(request)
         body = request_body.parse_body(raw)
         model = check(body)
+        return await while_connected(
+            request, lambda: _serve(request, runtime, presented, raw, body, model)
+        )
+
+    async def _serve(
+        request: Request,
+        runtime: Runtime,
+        presented: str,
+        raw: bytes,
+        body: dict[str, Any],
+        model: str,
+    ) -> Response:
         router = runtime.router
         resolved = await router.resolve(model, body)
+        entry = resolved.entry
+        check_limits(
+            path,
+            body,
+            resolved.limits(runtime.settings.request_limits),
+            resolved.name,
+            entry.context_length if entry is not None else None,
+        )
         wants_stream = streams and bool(body.get("stream"))
         cache = runtime.response_cache
         decision = None  # None exactly when there is no cache
         if cache is not None:
             # aliases and the served name share entries: key on the canonical name
             key_body = body if model == resolved.name else {**body, "model": resolved.name}
-            decision = cache.decide(path, key_body, request.headers)
+            # with several tenants, a hit must not reveal what another one asked
+            scope = tenant_scope(presented) if len(runtime.settings.api_keys) > 1 else ""
+            decision = cache.decide(path, key_body, request.headers, scope=scope)
             hit = await cache.get(decision) if decision.read else None
             if hit is not None:
                 cached = _cached_response(hit, body, resolved.name, wants_stream)
@@ -165,9 +186,12 @@ def _endpoint(path: str, check: Checker, normalise: Normaliser, streams: bool):
             return ClosingStreamingResponse(
                 chunks, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers}
             )
-        response = _reply_response(
-            result, resolved.name, None if wants_stream else normalise, x_cache
-        )
+        try:
+            response = _reply_response(
+                result, resolved.name, None if wants_stream else normalise, x_cache
+            )
+        except orjson.JSONDecodeError:
+            raise _bad_output(runtime, result) from None
         if decision is not None and decision.write and result.status == 200:
             _store(runtime, decision, response.body, resolved.name, result.worker_id)
         return response

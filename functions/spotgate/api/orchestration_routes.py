@@ -1,13 +1,21 @@
-"""Orchestration status in Durable Functions' shape, so local and Azure read the same."""
+"""Orchestration status in Durable Functions' shape, so local and Azure read the same.
+
+Links in the check-status payload are built from the configured public URL,
+never from the request's Host header, which any client may set.
+"""
 
 from __future__ import annotations
 
+import re
+
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from spotgate.api.auth import require_admin
 from spotgate.api.errors import json_response
+from spotgate.api.request_reading import read_request_body
 from spotgate.errors import InvalidRequest, NotFound
 from spotgate.gateway.request_body import parse_body
 from spotgate.orchestrations.fleet_monitor import MonitorState, monitor_instance_id
@@ -29,7 +37,7 @@ async def start(request: Request) -> Response:
     name = request.path_params["name"]
     if name not in _STARTABLE:
         raise NotFound(f"No orchestration named '{name}'.", code="not_found")
-    body = parse_body(await request.body() or b"{}")
+    body = parse_body(await read_request_body(request) or b"{}")
     pool = body.get("pool", "default")
     if pool not in runtime.settings.pools:
         raise InvalidRequest(f"Unknown pool '{pool}'.", param="pool")
@@ -42,7 +50,8 @@ async def start(request: Request) -> Response:
     except (ValueError, TypeError) as exc:
         raise InvalidRequest(f"Invalid fleet_monitor input: {exc}", param="input") from None
     instance_id = await control.start(name, monitor_instance_id(pool), first)
-    return json_response(control.management_links(str(request.base_url), instance_id), 202)
+    links = control.management_links(runtime.settings.base_url(), instance_id)
+    return json_response(links, 202)
 
 
 async def status(request: Request) -> Response:
@@ -59,13 +68,35 @@ async def terminate(request: Request) -> Response:
     instance_id = request.path_params["instance_id"]
     if await control.get_status(instance_id) is None:
         raise NotFound(f"No orchestration instance '{instance_id}'.", code="not_found")
-    body = parse_body(await request.body() or b"{}")
+    body = parse_body(await read_request_body(request) or b"{}")
     await control.terminate(instance_id, str(body.get("reason", "terminated by operator")))
     return json_response({"terminated": instance_id}, 202)
+
+
+_EVENT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+async def raise_event(request: Request) -> Response:
+    """The `sendEventPostUri` of the check-status payload: admin only, as on Azure."""
+    _, control = _control(request)
+    instance_id = request.path_params["instance_id"]
+    event_name = request.path_params["event_name"]
+    if not _EVENT_NAME.fullmatch(event_name):
+        raise InvalidRequest("Event names are 1-64 letters, digits, '_', '.' or '-'.")
+    if await control.get_status(instance_id) is None:
+        raise NotFound(f"No orchestration instance '{instance_id}'.", code="not_found")
+    raw = await read_request_body(request)
+    try:
+        data = orjson.loads(raw) if raw.strip() else None
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The event data must be JSON.") from None
+    await control.raise_event(instance_id, event_name, data)
+    return Response(status_code=202)
 
 
 routes = [
     Route("/orchestrations/{name}", start, methods=["POST"]),
     Route("/orchestrations/{instance_id}", status, methods=["GET"]),
     Route("/orchestrations/{instance_id}/terminate", terminate, methods=["POST"]),
+    Route("/orchestrations/{instance_id}/raiseEvent/{event_name}", raise_event, methods=["POST"]),
 ]

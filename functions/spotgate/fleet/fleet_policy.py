@@ -26,12 +26,16 @@ class FleetPolicyConfig:
     drain_timeout_s: float = 300.0
     provision_timeout_s: float = 900.0
     eviction_grace_s: float = 60.0
+    lost_worker_grace_s: float = 60.0
+    """A worker whose agent went quiet is deleted after this, unless it is back first
+    (or at once, when this tick provisions capacity that replaces it)."""
     dry_run: bool = False
 
     def __post_init__(self) -> None:
         Autoscaler.make(self.autoscaler, self.autoscaling)  # fail at start, not at the first tick
         CapacityMix.make(self.capacity_mix, self.mix)
-        if min(self.drain_timeout_s, self.provision_timeout_s, self.eviction_grace_s) < 0:
+        deadlines = (self.drain_timeout_s, self.provision_timeout_s, self.eviction_grace_s)
+        if min(*deadlines, self.lost_worker_grace_s) < 0:
             raise ValueError("timeouts must be >= 0")
 
     @property
@@ -54,6 +58,7 @@ class FleetPolicyConfig:
             "drain_timeout_s": self.drain_timeout_s,
             "provision_timeout_s": self.provision_timeout_s,
             "eviction_grace_s": self.eviction_grace_s,
+            "lost_worker_grace_s": self.lost_worker_grace_s,
             "dry_run": self.dry_run,
         }
 

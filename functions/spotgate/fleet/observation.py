@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from spotgate.fleet.compute import Instance
+from spotgate.fleet.registration import join_address
 from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.signals import CapacityFailure, EvictionSignal, PoolSignals, WorkerSignal
 from spotgate.fleet.worker import Worker, WorkerState
@@ -43,6 +44,9 @@ class PoolObservation:
     vanished: tuple[str, ...] = ()
     adopted: tuple[str, ...] = ()
     failed_instances: tuple[str, ...] = ()
+    lost: tuple[tuple[str, float], ...] = ()
+    """(worker id, gone since) of workers whose agent went quiet while the cloud still
+    lists their instance: a VM that bills and serves nobody until it is deleted."""
 
     @property
     def pool(self) -> str:
@@ -72,6 +76,7 @@ class PoolObservation:
             "vanished": list(self.vanished),
             "adopted": list(self.adopted),
             "failed_instances": list(self.failed_instances),
+            "lost": [{"worker_id": w, "since": since} for w, since in self.lost],
         }
 
     @classmethod
@@ -83,6 +88,9 @@ class PoolObservation:
             vanished=tuple(data.get("vanished") or ()),
             adopted=tuple(data.get("adopted") or ()),
             failed_instances=tuple(data.get("failed_instances") or ()),
+            lost=tuple(
+                (str(item["worker_id"]), float(item["since"])) for item in data.get("lost") or ()
+            ),
         )
 
 
@@ -119,6 +127,9 @@ def reconcile_instances(
     """
     listed = {i.worker_id: i for i in instances if i.pool == pool}
     vanished, adopted, failed = [], [], []
+    for instance in listed.values():
+        if instance.private_ip:
+            registry.locate(instance.worker_id, join_address(instance.private_ip, instance.port))
     for worker in registry.in_pool(pool):
         if worker.state == WorkerState.GONE or worker.id in listed:
             continue
@@ -131,6 +142,7 @@ def reconcile_instances(
             continue
         known = registry.get(instance.worker_id)
         if known is None and instance.state != "deleting":
+            address = instance.private_ip and join_address(instance.private_ip, instance.port)
             registry.expect(
                 instance.worker_id,
                 pool=pool,
@@ -138,6 +150,7 @@ def reconcile_instances(
                 engine="",
                 priority=instance.priority,
                 zone=instance.zone,
+                address=address or None,
             )
             adopted.append(instance.worker_id)
     return vanished, adopted, failed
@@ -161,10 +174,16 @@ def observe_pool(
     vanished: list[str] = []
     adopted: list[str] = []
     failed: list[str] = []
+    lost: list[tuple[str, float]] = []
     if instances is not None:
+        instances = list(instances)
         vanished, adopted, failed = reconcile_instances(
             registry, pool, instances, now=now, grace_s=instance_grace_s
         )
+        running = {i.worker_id for i in instances if i.pool == pool and i.state != "deleting"}
+        lost = [
+            (w.id, w.state_changed_at) for w in registry.in_pool(pool) if w.lost and w.id in running
+        ]
     load = load or PoolLoad()
     members = registry.in_pool(pool)
     signals = PoolSignals.build(
@@ -184,4 +203,5 @@ def observe_pool(
         vanished=tuple(vanished),
         adopted=tuple(adopted),
         failed_instances=tuple(failed),
+        lost=tuple(lost),
     )

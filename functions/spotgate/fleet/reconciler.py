@@ -11,7 +11,10 @@ lists of actions the activities carry out:
   (nothing in flight, or past the drain deadline), unneeded provisioning
   ones, instances that never came up, and failed instances are deleted.
   An evicted worker is the platform's to remove; it is deleted here only if
-  it outlives its eviction deadline by the grace period.
+  it outlives its eviction deadline by the grace period. A lost worker (its
+  agent went quiet, its VM still listed and billing) is deleted once its
+  grace period is over, or at once in a tick that provisions capacity: the
+  replacement is coming, and the lost one could only come back to be retired.
 
 Scale-down is therefore always drain-then-delete, across ticks, never a
 capacity decrease that lets the cloud pick a busy VM.
@@ -86,6 +89,13 @@ def plan_tick(
     ]
     leaving = {d["worker_id"] for d in delete} | set(drain)
     provision = _provisions(signals, scaling, leaving)
+    for worker_id, since in observation.lost:
+        silent = signals.now - since
+        if provision or silent >= config.lost_worker_grace_s:
+            replaced = "replaced" if provision else "not back"
+            delete.append(
+                {"worker_id": worker_id, "why": f"lost ({replaced}, silent {silent:.0f}s)"}
+            )
 
     new_evictions, changes = describe_changes(observation, previous)
     acted = [f"provision {_provision_text(p)}" for p in provision]

@@ -12,9 +12,25 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from spotgate.clock import Clock
-from spotgate.errors import InvalidRequest, NotFound
+from spotgate.errors import InvalidRequest, NotFound, OpenAIError
+from spotgate.fleet.registration import (
+    CredentialRejected,
+    RegistrationConflict,
+    RegistrationRefused,
+    WorkerAddress,
+    credential_matches,
+    new_credential,
+)
 from spotgate.fleet.store import WorkerStore
-from spotgate.fleet.worker import EngineMetrics, Eviction, Worker, WorkerState, can_move
+from spotgate.fleet.worker import (
+    LOST_REASON,
+    RETIRED_PREFIX,
+    EngineMetrics,
+    Eviction,
+    Worker,
+    WorkerState,
+    can_move,
+)
 
 ChangeListener = Callable[[Worker], None]
 
@@ -36,10 +52,20 @@ class WorkerRetired(InvalidRequest):
 
 
 class WorkerRegistry:
-    def __init__(self, store: WorkerStore, clock: Clock, *, gone_retention_s: float = 300.0):
+    def __init__(
+        self,
+        store: WorkerStore,
+        clock: Clock,
+        *,
+        gone_retention_s: float = 300.0,
+        distrust_retention_s: float = 86_400.0,
+    ):
+        """A distrusted worker's record is kept `distrust_retention_s` after it is gone, so
+        cache entries it wrote (up to the longest cache TTL) are still recognised."""
         self._store = store
         self._clock = clock
         self._gone_retention_s = gone_retention_s
+        self._distrust_retention_s = distrust_retention_s
         self._workers: dict[str, Worker] = {w.id: w for w in store.all()}
         self._ready_by_model: dict[str, tuple[Worker, ...]] = {}
         self._listeners: list[ChangeListener] = []
@@ -64,10 +90,16 @@ class WorkerRegistry:
 
     # writes
 
+    def trusted(self, worker_id: str) -> bool:
+        """Whether answers this worker produced may still be served (from the cache)."""
+        worker = self._workers.get(worker_id)
+        return worker is None or worker.distrusted is None
+
     def expect(
         self, worker_id: str, *, pool: str, model: str, engine: str, url: str = "", **extra: Any
     ) -> Worker:
-        """Record capacity the compute provider asked for, before its agent registers."""
+        """Record capacity the compute provider asked for, before its agent registers.
+        `address` (in `extra`), when known, is the only one its agent may register at."""
         now = self._clock.now()
         worker = Worker(
             id=worker_id,
@@ -83,6 +115,124 @@ class WorkerRegistry:
         self._save(worker)
         return worker
 
+    def enroll(
+        self,
+        worker_id: str,
+        address: WorkerAddress,
+        credential: str | None,
+        *,
+        pool: str,
+        model: str,
+        engine: str,
+        priority: str = "spot",
+        zone: str | None = None,
+    ) -> tuple[Worker, str]:
+        """An agent's registration, checked against what the fleet manager provisioned.
+
+        Returns the worker and a fresh credential for its agent (the previous one
+        stops working). Refuses an id nobody provisioned, an address other than the
+        one the cloud reports for the instance, another pool, a changed URL of a
+        live worker, and a live worker's re-registration without its credential.
+        A refusal on a known worker makes the cache distrust what it produced.
+        """
+        previous = self._workers.get(worker_id)
+        if previous is None:
+            raise RegistrationRefused(
+                f"No instance '{worker_id}' was provisioned by the fleet manager.",
+                code="worker_not_provisioned",
+            )
+        if previous.retired:
+            raise WorkerRetired(worker_id)
+        try:
+            self._check_claim(previous, address, credential, pool)
+        except OpenAIError as exc:
+            self.distrust(worker_id, f"registration refused: {exc.code}")
+            raise
+        worker = self.register(
+            worker_id,
+            pool=pool,
+            model=model,
+            engine=engine,
+            url=address.url,
+            priority=priority,
+            zone=zone,
+        )
+        token, digest = new_credential()
+        worker.credential = digest
+        worker.address = worker.address or previous.address
+        self._store.put(worker)
+        return worker, token
+
+    def _check_claim(
+        self, known: Worker, address: WorkerAddress, credential: str | None, pool: str
+    ) -> None:
+        if known.pool != pool:
+            raise RegistrationRefused(
+                f"Worker '{known.id}' was provisioned for pool '{known.pool}', not '{pool}'.",
+                code="worker_pool_mismatch",
+                param="pool",
+            )
+        if known.address is None:
+            raise RegistrationConflict(
+                f"The cloud has not reported an address for '{known.id}' yet; retry shortly.",
+                code="worker_address_unknown",
+                headers={"Retry-After": "5"},
+            )
+        if not address.matches(known.address):
+            raise RegistrationRefused(
+                f"Worker '{known.id}' must register at the address its instance has.",
+                code="worker_address_mismatch",
+                param="url",
+            )
+        live = known.state in (WorkerState.READY, WorkerState.DRAINING)
+        if live and known.url and known.url != address.url:
+            raise RegistrationConflict(
+                f"Worker '{known.id}' is registered at another URL, which cannot change.",
+                code="worker_url_conflict",
+                param="url",
+            )
+        if live and known.credential and not credential_matches(credential, known.credential):
+            raise RegistrationConflict(
+                f"Worker '{known.id}' is registered; only its own agent may register it again.",
+                code="worker_registered",
+            )
+
+    def authenticate(self, worker_id: str, credential: str | None) -> Worker:
+        """The live worker whose credential `credential` is; else 404 or 409."""
+        worker = self._require(worker_id)
+        if not credential_matches(credential, worker.credential):
+            raise CredentialRejected(worker_id)
+        return worker
+
+    def distrust(self, worker_id: str, reason: str) -> None:
+        """Its answers are no longer served from the cache (kept past its removal)."""
+        worker = self._workers.get(worker_id)
+        if worker is None or worker.distrusted is not None:
+            return
+        worker.distrusted = reason
+        self._save(worker)
+
+    def retire(self, worker_id: str, why: str) -> None:
+        """The monitor deleted it: gone, and never welcome back, whatever state it was in."""
+        worker = self._workers.get(worker_id)
+        if worker is None:
+            return
+        reason = f"{RETIRED_PREFIX}: {why}"
+        if worker.state == WorkerState.GONE:
+            if not worker.retired:
+                worker.reason = reason
+                worker.state_changed_at = self._clock.now()
+                self._save(worker)
+            return
+        self._move(worker, WorkerState.GONE, reason)
+
+    def locate(self, worker_id: str, address: str) -> None:
+        """The compute provider reported where the instance is."""
+        worker = self._workers.get(worker_id)
+        if worker is not None and worker.address != address:
+            worker.address = address
+            self._store.put(worker)
+
     def register(
         self,
         worker_id: str,
@@ -94,7 +244,8 @@ class WorkerRegistry:
         priority: str = "spot",
         zone: str | None = None,
     ) -> Worker:
-        """An agent says its engine is healthy: the worker takes traffic from now on."""
+        """The worker takes traffic from now on. Unchecked: for `enroll`, after its checks,
+        and for tests that set up a fleet."""
         now = self._clock.now()
         previous = self._workers.get(worker_id)
         came_back = previous and previous.eviction is not None and previous.eviction.returns
@@ -116,6 +267,8 @@ class WorkerRegistry:
             registered_at=previous.registered_at if previous else now,
             last_heartbeat=now,
             state_changed_at=now,
+            address=previous.address if previous else None,
+            distrusted=previous.distrusted if previous else None,
         )
         self._save(worker)
         return worker
@@ -190,14 +343,17 @@ class WorkerRegistry:
             if pool is not None and worker.pool != pool:
                 continue
             if worker.state == WorkerState.GONE:
-                if now - worker.state_changed_at > self._gone_retention_s:
+                keep = self._gone_retention_s
+                if worker.distrusted is not None:
+                    keep = max(keep, self._distrust_retention_s)
+                if now - worker.state_changed_at > keep:
                     del self._workers[worker.id]
                     self._store.delete(worker.id)
                 continue
             if worker.state == WorkerState.PROVISIONING:
                 continue
             if now - max(worker.last_heartbeat, worker.state_changed_at) > heartbeat_timeout_s:
-                self._move(worker, WorkerState.GONE, "heartbeat timeout")
+                self._move(worker, WorkerState.GONE, LOST_REASON)
                 expired.append(worker)
         return expired
 

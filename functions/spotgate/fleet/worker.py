@@ -13,6 +13,7 @@ from typing import Any
 
 RETIRED_PREFIX = "deleted"
 """How the reason of a worker the monitor deleted starts: `deleted: drained`."""
+LOST_REASON = "heartbeat timeout"
 
 
 class WorkerState(StrEnum):
@@ -78,6 +79,17 @@ class Worker:
     reason: str | None = None
     metrics: EngineMetrics = field(default_factory=EngineMetrics)
     eviction: Eviction | None = None
+    address: str | None = None
+    """Where the compute provider placed it ("ip" or "ip:port"); registrations must match."""
+    credential: str | None = None
+    """Digest of the credential its agent got at registration; never the credential."""
+    distrusted: str | None = None
+    """Why its answers are no longer trusted (the cache drops what it produced)."""
+
+    @property
+    def lost(self) -> bool:
+        """Declared gone because its agent went quiet: its VM may still run (and bill)."""
+        return self.state == WorkerState.GONE and self.reason == LOST_REASON
 
     @property
     def retired(self) -> bool:
@@ -107,4 +119,7 @@ class Worker:
             reason=data.get("reason"),
             metrics=EngineMetrics.from_dict(data.get("metrics")),
             eviction=Eviction(**eviction) if eviction else None,
+            address=data.get("address"),
+            credential=data.get("credential"),
+            distrusted=data.get("distrusted"),
         )

@@ -30,12 +30,17 @@ EMBEDDINGS_PATH = "/v1/embeddings"
 
 @dataclass(frozen=True, slots=True)
 class CacheRule:
-    """How one model's answers are cached."""
+    """How one model's answers are cached.
+
+    `shared` lets every tenant hit every other tenant's entries. Off by default:
+    a fast hit tells a caller that someone else asked exactly this question.
+    """
 
     enabled: bool = True
     ttl_s: float = 3600.0
     deterministic_only: bool = True
     max_entry_bytes: int = 1_000_000
+    shared: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +120,14 @@ class CachePolicy:
         *,
         scope: str = "",
     ) -> CacheDecision:
-        """What the cache may do for this request; never raises."""
+        """What the cache may do for this request; never raises. `scope` partitions
+        entries by tenant, unless the model's rule shares them."""
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return CacheDecision.bypass("no model")
         rule = self.rule_for(model)
+        if rule.shared:
+            scope = ""
         if not rule.enabled:
             return CacheDecision.bypass(f"caching is off for model '{model}'")
         if rule.deterministic_only and not is_deterministic(endpoint, body):

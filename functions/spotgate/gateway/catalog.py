@@ -25,6 +25,7 @@ import orjson
 from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.worker import WorkerState
 from spotgate.gateway.model_catalogue import ModelEntry, SpilloverTarget, check_unique_names
+from spotgate.gateway.request_limits import RequestLimits
 
 DEFAULT_POOL = "default"
 
@@ -42,6 +43,13 @@ class ResolvedModel:
     @property
     def spillover(self) -> SpilloverTarget | None:
         return self.entry.spillover if self.entry is not None else None
+
+    def limits(self, defaults: RequestLimits) -> RequestLimits:
+        """The entry's limits over the gateway's: a field the entry sets wins, the rest stay."""
+        own = self.entry.limits if self.entry is not None else None
+        if own is None:
+            return defaults
+        return defaults.model_copy(update=own.model_dump(exclude_unset=True))
 
     @classmethod
     def of(cls, entry: ModelEntry, requested: str | None = None) -> ResolvedModel:

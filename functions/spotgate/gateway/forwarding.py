@@ -1,18 +1,24 @@
-"""Sends a request to a worker and hides worker failures the client need not see.
+"""Sends a request to a worker and hides the worker failures it safely can.
 
-A non-streamed request whose worker cannot be reached, answers 5xx or sends
-no reply within the first-byte timeout is retried on another worker, within
-a budget of attempts and an overall deadline; the failing worker's breaker
-counts it. When no worker serves the model yet (cold start, replacement after
+A non-streamed request is sent to another worker when its worker certainly
+never started it (no connection, an unusable address) or answered with a
+5xx; a request that was in a worker when the worker died or went silent is
+not resent, because the request may be what killed it (see `quarantine`):
+the client gets a 502 `worker_failed` and decides. Attempts are bounded by a
+budget and an overall deadline; the failing worker's breaker counts each
+failure. When no worker serves the model yet (cold start, replacement after
 an eviction), the request waits a bounded time for capacity instead of
 failing at once. A stream whose worker dies mid-answer is continued on
-another worker (see `stream_resume`); one that cannot be ends with an SSE
-error event and [DONE], never a hung socket.
+another worker (see `stream_resume`) unless that request has already cost a
+worker; one that cannot be ends with an SSE error event and [DONE], never a
+hung socket. Client-facing messages never name workers or hosts; the
+details go to the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,6 +32,7 @@ from spotgate.fleet.worker import Worker
 from spotgate.gateway.breaker import is_connection_refused
 from spotgate.gateway.health import PassiveHealth
 from spotgate.gateway.load import OutstandingRequests
+from spotgate.gateway.quarantine import RequestQuarantine
 from spotgate.gateway.relay import Relay
 from spotgate.gateway.selection import SelectionPolicy
 from spotgate.gateway.stream_resume import StreamRelays
@@ -33,6 +40,8 @@ from spotgate.gateway.upstream import UpstreamClient, UpstreamStream, WorkerUnre
 from spotgate.gateway.upstream_errors import openai_error_body
 
 __all__ = ["Forwarder", "Reply", "StreamReply"]
+
+log = logging.getLogger("spotgate.forwarding")
 
 T = TypeVar("T")
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
@@ -45,6 +54,14 @@ class Reply:
     status: int
     body: bytes
     content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Died:
+    """The worker failed with the request inside it: resending could repeat the failure."""
+
+    worker_id: str
+    problem: str
 
 
 @dataclass(slots=True)
@@ -73,6 +90,7 @@ class Forwarder:
         retry_deadline_s: float | None = None,
         stream_resumes: int = 3,
         resume_wait_s: float = 10.0,
+        quarantine: RequestQuarantine | None = None,
     ) -> None:
         """Timeouts: connecting and silence between bytes belong to the upstream client;
         `first_byte_timeout_s` bounds the wait for a non-streamed reply's headers (the
@@ -93,41 +111,48 @@ class Forwarder:
         self._stream_first_byte_timeout_s = stream_first_byte_timeout_s
         self._retry_deadline_s = retry_deadline_s
         self._resume_wait_s = resume_wait_s
-        self._relays = StreamRelays(health, load, self._reopen, max_resumes=stream_resumes)
+        self.quarantine = quarantine or RequestQuarantine(clock)
+        self._relays = StreamRelays(
+            health, load, self._reopen, self.quarantine, max_resumes=stream_resumes
+        )
 
     async def forward(
         self, path: str, model: str, raw: bytes, body: dict[str, Any], headers: dict[str, str]
     ) -> Reply:
+        self.quarantine.check(path, body)
         sent = {**_JSON, **headers}
         return await self._attempts(
-            model, body, set(), lambda worker: self._post(worker, path, raw, sent)
+            path, model, body, set(), lambda worker: self._post(worker, path, raw, sent)
         )
 
     async def forward_stream(
         self, path: str, model: str, raw: bytes, body: dict[str, Any], headers: dict[str, str]
     ) -> StreamReply | Reply:
-        """Opens a stream on a healthy worker; errors before the first byte are retried."""
+        """Opens a stream on a healthy worker; a worker that never got it is replaced."""
+        self.quarantine.check(path, body)
         sent = {**_JSON, **headers}
         tried: set[str] = set()
 
-        async def attempt(worker: Worker) -> StreamReply | Reply | str:
+        async def attempt(worker: Worker) -> StreamReply | Reply | Died | str:
             opened = await self._open(worker, path, raw, sent)
-            if isinstance(opened, str | Reply):
+            if isinstance(opened, str | Reply | Died):
                 return opened
             relay = self._relays.relay(worker, opened, path, model, body, headers, tried)
             return StreamReply(worker.id, relay)
 
-        return await self._attempts(model, body, tried, attempt)
+        return await self._attempts(path, model, body, tried, attempt)
 
     async def _attempts(
         self,
+        path: str,
         model: str,
         body: dict[str, Any],
         tried: set[str],
-        attempt: Callable[[Worker], Awaitable[T | str]],
+        attempt: Callable[[Worker], Awaitable[T | Died | str]],
     ) -> T:
         """The first result of `attempt` on untried workers, in turn (a str is why that worker
-        failed), within the attempt budget and the retry deadline; else UpstreamError."""
+        failed and another may try), within the attempt budget and the retry deadline; a
+        worker that died with the request in it ends the attempts. Else UpstreamError."""
         last_problem = "no worker answered"
         deadline = self._deadline()
         for number in range(self._max_attempts):
@@ -139,10 +164,22 @@ class Forwarder:
                 break
             tried.add(worker.id)
             result = await attempt(worker)
+            if isinstance(result, Died):
+                raise self._died(path, body, result)
             if not isinstance(result, str):
                 return result
             last_problem = result
         raise _unserved(model, len(tried), last_problem)
+
+    def _died(self, path: str, body: dict[str, Any], died: Died) -> Exception:
+        log.warning("%s; the request is not resent to another worker", died.problem)
+        if self.quarantine.worker_died(path, body, died.worker_id):
+            return self.quarantine.refusal()
+        return UpstreamError(
+            "The worker serving this request failed before it finished. It was not resent "
+            "to another worker, since the request itself may have caused the failure.",
+            code="worker_failed",
+        )
 
     async def _reopen(
         self,
@@ -168,6 +205,8 @@ class Forwarder:
             if isinstance(opened, Reply):
                 message = orjson.loads(openai_error_body(opened.status, opened.body))["error"]
                 return f"worker {worker.id} answered {opened.status}: {message['message']}"
+            if isinstance(opened, Died):
+                return opened.problem
             if not isinstance(opened, str):
                 return worker, opened
             problem = opened
@@ -175,31 +214,40 @@ class Forwarder:
 
     async def _post(
         self, worker: Worker, path: str, raw: bytes, sent: dict[str, str]
-    ) -> Reply | str:
-        """The worker's final (non-retryable) reply, or why this worker failed."""
+    ) -> Reply | Died | str:
+        """The worker's final (non-retryable) reply, whether it died with the request, or
+        why it failed without starting it."""
         self._load.start(worker.id)
         timeout = self._first_byte_timeout_s
         try:
             reply = await _within(timeout, self._upstream.post(worker.url + path, raw, sent))
         except WorkerUnreachable as exc:
-            self._health.failed(worker.id, fatal=is_connection_refused(exc))
-            return f"worker {worker.id}: {exc}"
+            self._health.failed(worker.id, fatal=exc.sent or is_connection_refused(exc))
+            problem = f"worker {worker.id}: {exc}"
+            return Died(worker.id, problem) if exc.sent else problem
         except TimeoutError:
             self._health.failed(worker.id)
-            return f"worker {worker.id} sent no reply{_within_text(timeout)}"
+            return Died(worker.id, f"worker {worker.id} sent no reply{_within_text(timeout)}")
         finally:
             self._load.finish(worker.id)
         if reply.status in _RETRY_STATUSES:
             self._health.failed(worker.id)
             return f"worker {worker.id} answered {reply.status}"
+        if reply.status == 200 and not _looks_like_json_object(reply.body):
+            # a worker that answers garbage is broken or not what it claims: stop
+            # sending it requests, and stop serving what it produced from the cache
+            self._health.failed(worker.id, fatal=True)
+            self._registry.distrust(worker.id, "answered 200 with a body that is not JSON")
+            return f"worker {worker.id} answered 200 with a body that is not a JSON object"
         self._health.succeeded(worker.id)
         return Reply(worker.id, reply.status, reply.body, reply.content_type)
 
     async def _open(
         self, worker: Worker, path: str, raw: bytes, sent: dict[str, str]
-    ) -> UpstreamStream | Reply | str:
-        """A 200 stream; a final (non-retryable) reply; or why this worker failed.
-        `sent` are the headers as sent: the client's over `_JSON`."""
+    ) -> UpstreamStream | Reply | Died | str:
+        """A 200 stream; a final (non-retryable) reply; the worker's death with the request
+        in it; or why it failed without starting it. `sent` are the headers as sent: the
+        client's over `_JSON`."""
         self._load.start(worker.id)
         timeout = self._stream_first_byte_timeout_s
         try:
@@ -207,12 +255,14 @@ class Forwarder:
             stream = await _within(timeout, opening)
         except WorkerUnreachable as exc:
             self._load.finish(worker.id)
-            self._health.failed(worker.id, fatal=is_connection_refused(exc))
-            return f"worker {worker.id}: {exc}"
+            self._health.failed(worker.id, fatal=exc.sent or is_connection_refused(exc))
+            problem = f"worker {worker.id}: {exc}"
+            return Died(worker.id, problem) if exc.sent else problem
         except TimeoutError:
             self._load.finish(worker.id)
             self._health.failed(worker.id)
-            return f"worker {worker.id} sent no response headers{_within_text(timeout)}"
+            problem = f"worker {worker.id} sent no response headers{_within_text(timeout)}"
+            return Died(worker.id, problem)
         except BaseException:
             self._load.finish(worker.id)
             raise
@@ -266,12 +316,20 @@ async def _within(timeout_s: float | None, awaitable: Awaitable[T]) -> T:
         return await awaitable
 
 
+def _looks_like_json_object(body: bytes) -> bool:
+    """A cheap shape check on every reply (the route parses the ones it rewrites)."""
+    text = body.strip()
+    return text[:1] == b"{" and text[-1:] == b"}"
+
+
 def _within_text(timeout_s: float | None) -> str:
     return "" if timeout_s is None else f" within {timeout_s:g} s"
 
 
 def _unserved(model: str, attempts: int, problem: str) -> UpstreamError:
+    log.warning("model %r not served after %d attempt(s): %s", model, attempts, problem)
     return UpstreamError(
-        f"The model '{model}' could not be served after {attempts} attempt(s): {problem}.",
+        f"The model '{model}' could not be served: its workers failed or did not answer "
+        f"({attempts} tried). Retry shortly.",
         code="upstream_unavailable",
     )

@@ -105,6 +105,9 @@ class HealthProbe:
         except (OSError, TimeoutError) as exc:
             self._failed(worker, repr(exc), fatal=isinstance(exc, ConnectionRefusedError))
             return
+        except ValueError as exc:  # an address nothing can be sent to: as good as dead
+            self._failed(worker, str(exc), fatal=True)
+            return
         if status == 200:
             self._health.probe_succeeded(worker.id)
         else:

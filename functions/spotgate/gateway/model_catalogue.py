@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from spotgate.gateway.request_limits import RequestLimits
+
 
 class SpilloverTarget(BaseModel):
     """An OpenAI-compatible endpoint that serves a model when the fleet cannot.
@@ -39,7 +41,8 @@ class ModelEntry(BaseModel):
     `served_name` is the name workers register under (vLLM's
     --served-model-name) when it differs from `name`. Prices are per million
     tokens and only rank models for `model: "auto"`; `auto: false` keeps a
-    model (an embedding model, say) out of that choice.
+    model (an embedding model, say) out of that choice. `limits` bound what
+    one request may ask of this model's workers (None: the gateway's defaults).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -54,6 +57,7 @@ class ModelEntry(BaseModel):
     spillover: SpilloverTarget | None = None
     auto: bool = True
     hide_aliases: bool = False
+    limits: RequestLimits | None = None
 
     @property
     def worker_model(self) -> str:

@@ -28,6 +28,18 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def integer_field(body: dict[str, Any], name: str) -> int | None:
+    """The field as an int; `3.0` counts (JSON Schema's integer, and what vLLM accepts)."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"'{name}' must be an integer.", param=name)
+    return value
+
+
 def _require_model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if model is None:
@@ -41,11 +53,9 @@ def _check_types(body: dict[str, Any]) -> None:
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean.", param="stream")
-    for name in ("max_tokens", "max_completion_tokens", "n"):
-        value = body.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise InvalidRequest(f"'{name}' must be an integer.", param=name)
-        if isinstance(value, int) and value < 1:
+    for name in ("max_tokens", "max_completion_tokens", "n", "best_of"):
+        value = integer_field(body, name)
+        if value is not None and value < 1:
             raise InvalidRequest(f"'{name}' must be at least 1.", param=name)
     for name, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
         value = body.get(name)
@@ -69,7 +79,7 @@ def check_chat(body: dict[str, Any]) -> str:
         if not isinstance(message, dict):
             raise InvalidRequest(f"'{param}' must be an object.", param=param)
         role = message.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise InvalidRequest(
                 f"'{param}.role' must be one of {', '.join(sorted(_ROLES))}.",
                 param=f"{param}.role",

@@ -10,13 +10,18 @@ more when the store recovers; never per request.
 Freshness is checked here against the entry's own `created_at` and the
 decision's TTL, not left to the store: the Cosmos emulator never expires
 items, and a rule's TTL may have been shortened since the entry was written.
+
+Every entry names the worker that produced it, and a hit is served only
+while that worker is trusted: a worker later found bad (a registration that
+failed its checks, garbage output) must not keep answering through the
+cache for the rest of the TTL. Its entries are dropped as they are found.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -39,6 +44,7 @@ class CacheStats:
     stored: int = 0
     skipped: int = 0
     failures: int = 0
+    distrusted: int = 0
 
 
 class ResponseCache:
@@ -51,7 +57,10 @@ class ResponseCache:
         timeout_s: float = 0.05,
         failure_log_interval_s: float = 60.0,
         logger: logging.Logger = _LOG,
+        trusted: Callable[[str], bool] = lambda _worker_id: True,
     ) -> None:
+        """`trusted(worker_id)` says whether answers that worker produced may be served."""
+        self._trusted = trusted
         self._store = store
         self._policy = policy
         self._clock = clock
@@ -103,8 +112,19 @@ class ResponseCache:
             self.stats.expired += 1
             self.stats.misses += 1
             return None
+        if not self._trusted(response.worker_id):
+            self.stats.distrusted += 1
+            self.stats.misses += 1
+            self._schedule(self._drop(decision.key))
+            return None
         self.stats.hits += 1
         return response
+
+    async def _drop(self, key: str) -> None:
+        try:
+            await self._bounded(self._store.delete(key))
+        except Exception as exc:
+            self._failed("delete", exc)
 
     async def put(self, decision: CacheDecision, response: CachedResponse) -> None:
         """Store a successful answer if the decision allows it and it fits; never raises."""
@@ -128,7 +148,10 @@ class ResponseCache:
         """
         if not decision.write or decision.key is None:
             return
-        task = asyncio.get_running_loop().create_task(self.put(decision, response))
+        self._schedule(self.put(decision, response))
+
+    def _schedule(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 

@@ -9,7 +9,9 @@ produced. For deterministic requests prefix + continuation is the answer the
 first worker would have given (exactly on the sim; on vLLM up to numerics).
 What cannot be continued faithfully (several choices, a tool call or
 reasoning in flight, structured output, echo) ends with an SSE error event
-and [DONE] instead, as does running out of resumes or workers.
+and [DONE] instead, as does running out of resumes or workers, and so does a
+stream whose request has now cost as many workers as the quarantine allows.
+The error event the client reads never names a worker or a host; the log does.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from typing import Any
 from spotgate.fleet.worker import Worker
 from spotgate.gateway.health import PassiveHealth
 from spotgate.gateway.load import OutstandingRequests
+from spotgate.gateway.quarantine import RequestQuarantine
 from spotgate.gateway.relay import Relay
 from spotgate.gateway.sse_progress import SseRelay, StreamProgress
 from spotgate.gateway.upstream import UpstreamStream, WorkerUnreachable
 
 log = logging.getLogger("spotgate.stream_resume")
 
+_FAILED = "The worker serving this stream failed"
 _STRUCTURED_KEYS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
 
 # (model, path, continuation body, headers, workers this stream used) -> stream, or why not
@@ -98,12 +102,14 @@ class StreamRelays:
         health: PassiveHealth,
         load: OutstandingRequests,
         reopen: Reopen,
+        quarantine: RequestQuarantine,
         *,
         max_resumes: int,
     ) -> None:
         self._health = health
         self._load = load
         self._reopen = reopen
+        self._quarantine = quarantine
         self._max_resumes = max_resumes
 
     def relay(
@@ -119,10 +125,12 @@ class StreamRelays:
         lease = _Lease(self._load, worker, stream)
         blocker = resume_blocker(path, body)
         if blocker is not None:
-            return Relay(self._plain(lease, blocker), lease.release)
+            return Relay(self._plain(lease, path, body, blocker), lease.release)
         return Relay(self._resuming(lease, path, model, body, headers, tried), lease.release)
 
-    async def _plain(self, lease: _Lease, blocker: str) -> AsyncGenerator[bytes, None]:
+    async def _plain(
+        self, lease: _Lease, path: str, body: dict[str, Any], blocker: str
+    ) -> AsyncGenerator[bytes, None]:
         """A stream no other worker could continue (`blocker` says why): whole lines relayed."""
         worker, stream = lease.worker, lease.stream
         relay = SseRelay()
@@ -134,9 +142,14 @@ class StreamRelays:
                 yield out
         except WorkerUnreachable as exc:
             self._health.failed(worker.id, fatal=True)
-            problem = f"worker {worker.id} failed mid-stream: {exc}"
-            log.warning("%s; the answer cannot be resumed: %s", problem, blocker)
-            yield relay.fail(f"{problem}; the answer cannot be resumed: {blocker}.")
+            self._quarantine.worker_died(path, body, worker.id)
+            log.warning(
+                "worker %s failed mid-stream: %s; the answer cannot be resumed: %s",
+                worker.id,
+                exc,
+                blocker,
+            )
+            yield relay.fail(f"{_FAILED}; the answer cannot be resumed: {blocker}.")
         finally:
             await lease.release()
 
@@ -161,7 +174,7 @@ class StreamRelays:
         while True:
             worker, current = lease.worker, lease.stream
             problem = f"worker {worker.id} ended the stream early"
-            fatal = False
+            fatal = died = False
             try:
                 if preamble:
                     yield preamble
@@ -172,7 +185,7 @@ class StreamRelays:
                         break
             except WorkerUnreachable as exc:
                 problem = f"worker {worker.id} failed mid-stream: {exc}"
-                fatal = True
+                fatal = died = True
             finally:
                 await lease.release()
             if progress.done:
@@ -186,11 +199,13 @@ class StreamRelays:
                 progress.error = None
             self._health.failed(worker.id, fatal=fatal)
             why = progress.blocker
+            if died and self._quarantine.worker_died(path, body, worker.id):
+                why = "the request is quarantined: workers failed while serving it"
             if why is None and resumes >= self._max_resumes:
                 why = f"it was resumed {resumes} time(s) already"
             if why is not None:
                 log.warning("%s; the answer cannot be resumed: %s", problem, why)
-                yield progress.fail(f"{problem}; the answer cannot be resumed: {why}.")
+                yield progress.fail(f"{_FAILED}; the answer cannot be resumed: {why}.")
                 return
             resumes += 1
             request, preamble = progress.continuation(body)
@@ -201,7 +216,7 @@ class StreamRelays:
             reopened = await self._reopen(model, path, request, headers, tried)
             if isinstance(reopened, str):
                 log.warning("%s; resuming it failed: %s", problem, reopened)
-                yield preamble + progress.fail(f"{problem}; resuming it failed: {reopened}.")
+                yield preamble + progress.fail(f"{_FAILED}; resuming it on another worker failed.")
                 return
             log.info("%s; resumed on worker %s", problem, reopened[0].id)
             lease.hold(*reopened)

@@ -8,7 +8,17 @@ from typing import Protocol
 
 
 class WorkerUnreachable(Exception):
-    """Connecting, sending or reading failed: the request may be retried elsewhere."""
+    """Connecting, sending or reading failed.
+
+    `sent` says whether the worker may have started on the request: False
+    only when it certainly never got it (no connection, an unusable URL), the
+    one case in which resending it to another worker cannot repeat whatever
+    the request did to this one.
+    """
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from spotgate.fleet.compute import CapacityError, ProvisionRequest
 from spotgate.fleet.observation import observe_pool as _observe
-from spotgate.fleet.worker import RETIRED_PREFIX, WorkerState
+from spotgate.fleet.worker import WorkerState
 from spotgate.orchestrations.services import FleetServices
 
 log = logging.getLogger("spotgate.fleet")
@@ -109,8 +109,7 @@ async def delete_workers(services: FleetServices, payload: dict[str, Any]) -> li
     if services.compute is not None:
         deleted = await services.compute.delete(pool, list(wanted))
     for worker_id in deleted:
-        why = wanted.get(worker_id, "by the monitor")
-        services.registry.mark_gone(worker_id, f"{RETIRED_PREFIX}: {why}")
+        services.registry.retire(worker_id, wanted.get(worker_id, "by the monitor"))
     return deleted
 
 

@@ -19,6 +19,7 @@ from azure.functions.timer import TimerRequest
 
 from spotgate.adapters.azure.durable_client_control import DurableClientControl
 from spotgate.api.app import create_app
+from spotgate.fleet.registration import LOOPBACK_NETWORKS, check_worker_url, parse_networks
 from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.orchestrations import blueprint
 from spotgate.runtime import build_runtime
@@ -104,12 +105,16 @@ async def test_an_eviction_report_wakes_the_monitor_through_the_client(api: Any)
     http, runtime = api
     client = durable_client(RUNNING)
     runtime.orchestrations = DurableClientControl(client)
-    runtime.registry.register("vm_1", pool="default", model="m", engine="vllm", url="http://vm")
+    runtime.registry.expect("vm_1", pool="default", model="", engine="", address="127.0.0.1:9")
+    address = check_worker_url("http://127.0.0.1:9", parse_networks(LOOPBACK_NETWORKS))
+    _, credential = runtime.registry.enroll(
+        "vm_1", address, None, pool="default", model="m", engine="vllm"
+    )
 
     reply = await http.post(
         "/fleet/workers/vm_1/evicting",
         json={"event_id": "E1", "not_before": 1_800_000_000},
-        headers={"Authorization": "Bearer ft"},
+        headers={"Authorization": "Bearer ft", "X-Worker-Token": credential},
     )
 
     assert reply.status_code == 200 and reply.json()["state"] == "draining"

@@ -1,8 +1,9 @@
 """Two Function App instances over one Cosmos database, through the real API.
 
-An agent's registration and eviction report land on one instance; requests
-land on the other. The other must route to the worker, then stop routing to
-it, without either instance restarting.
+An agent's registration lands on one instance, its eviction report (with the
+credential the first handed out) on the other; requests land on the other.
+The other must route to the worker, then stop routing to it, without either
+instance restarting.
 """
 
 from __future__ import annotations
@@ -73,7 +74,12 @@ async def test_an_agent_on_one_instance_is_seen_and_drained_on_the_other(
     operator = {"Authorization": f"Bearer {ADMIN}"}
     try:
         async with instance(settings, cosmos_server) as a, instance(settings, cosmos_server) as b:
+            a_runtime: Runtime = a.app_runtime  # type: ignore[attr-defined]
             b_runtime: Runtime = b.app_runtime  # type: ignore[attr-defined]
+            # the fleet manager provisioned it (a loopback stand-in for the VM's private IP)
+            a_runtime.registry.expect(
+                "vm_1", pool="default", model="", engine="", address="127.0.0.1:9401"
+            )
             registered = await a.post(
                 "/fleet/workers",
                 headers=agent,
@@ -82,7 +88,7 @@ async def test_an_agent_on_one_instance_is_seen_and_drained_on_the_other(
                     "pool": "default",
                     "model": "m",
                     "engine": "vllm",
-                    "url": "http://10.0.1.4:8000",
+                    "url": "http://127.0.0.1:9401",
                     "zone": "2",
                 },
             )
@@ -92,8 +98,14 @@ async def test_an_agent_on_one_instance_is_seen_and_drained_on_the_other(
             listed = (await b.get("/fleet", headers=operator)).json()["workers"]
             assert [(w["id"], w["state"], w["zone"]) for w in listed] == [("vm_1", "ready", "2")]
 
-            evicting = await a.post(
-                "/fleet/workers/vm_1/evicting", headers=agent, json={"event_id": "E1"}
+            # the report lands on the other instance, which knows the worker's credential
+            own = {**agent, "X-Worker-Token": registered.json()["worker_token"]}
+            forged = await b.post(
+                "/fleet/workers/vm_1/evicting", headers=agent, json={"event_id": "E0"}
+            )
+            assert forged.status_code == 409
+            evicting = await b.post(
+                "/fleet/workers/vm_1/evicting", headers=own, json={"event_id": "E1"}
             )
             assert evicting.status_code == 200
             await eventually(lambda: not b_runtime.registry.ready_for_model("m"))

@@ -7,6 +7,7 @@ Retry-After and long-running-operation polling are azure-core's own.
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -77,6 +78,59 @@ def error(name: str, status: int | None = None) -> Reply:
     reply = Reply.of(name)
     if status is not None:
         reply.status = status
+    return reply
+
+
+# Network interfaces: where the private IPs are. A Uniform scale set's NICs are listed
+# through the scale set; a Flexible VM's NIC is the resource group's own.
+GROUP_NICS = r"/resourceGroups/[^/]+/providers/Microsoft\.Network/networkInterfaces\?"
+
+
+def nics_of(name: str) -> str:
+    """Network Interfaces - List Virtual Machine Scale Set Network Interfaces."""
+    return rf"/virtualMachineScaleSets/{re.escape(name)}/networkInterfaces\?"
+
+
+def uniform_vm_id(scale_set: str, instance_id: int) -> str:
+    return f"{VMSS_ID}{scale_set}/virtualMachines/{instance_id}"
+
+
+def flexible_vm_id(name: str) -> str:
+    return (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}"
+        f"/providers/Microsoft.Compute/virtualMachines/{name}"
+    )
+
+
+def nic(vm_id: str, *ips: str, primary: bool = True, name: str = "workers-nic") -> dict[str, Any]:
+    """A recorded NIC attached to `vm_id`, one ipConfiguration per IP, the first one primary."""
+    uniform = "/virtualMachineScaleSets/" in vm_id
+    recording = "vmss_network_interfaces_list" if uniform else "nic_list_resource_group"
+    body: dict[str, Any] = copy.deepcopy(recorded(recording)["body"]["value"][0])
+    if uniform:
+        body["name"] = name
+        body["id"] = f"{vm_id}/networkInterfaces/{name}"
+    else:
+        body["name"] = f"{vm_id.rsplit('/', 1)[1]}-{name}"
+        body["id"] = body["id"].rsplit("/", 1)[0] + f"/{body['name']}"
+    props = body["properties"]
+    props["primary"] = primary
+    props["virtualMachine"] = {"id": vm_id}
+    template = props["ipConfigurations"][0]
+    props["ipConfigurations"] = []
+    for i, ip in enumerate(ips, start=1):
+        config = copy.deepcopy(template)
+        config["name"] = f"ipconfig{i}"
+        config["id"] = f"{body['id']}/ipConfigurations/ipconfig{i}"
+        config["properties"]["privateIPAddress"] = ip
+        config["properties"]["primary"] = i == 1
+        props["ipConfigurations"].append(config)
+    return body
+
+
+def nics(*entries: dict[str, Any], recording: str = "vmss_network_interfaces_list") -> Reply:
+    reply = Reply.of(recording)
+    reply.body = {"value": list(entries)}
     return reply
 
 
@@ -384,15 +438,18 @@ async def test_instances_lists_every_vm_of_the_pool_with_its_state(
         vms_of(ON_DEMAND_Z2),
         vms(vm(ON_DEMAND_Z2, 0, "Failed"), vm(ON_DEMAND_Z2, 2, "Updating")),
     )
+    arm.on("GET", nics_of(SPOT_Z2), Reply.of("vmss_network_interfaces_list"))
+    arm.on("GET", nics_of(SPOT_Z1), nics(nic(uniform_vm_id(SPOT_Z1, 1), "10.60.16.12")))
+    arm.on("GET", nics_of(ON_DEMAND_Z2), nics(nic(uniform_vm_id(ON_DEMAND_Z2, 0), "10.60.16.13")))
 
     found = await compute.instances("chat")
 
     assert sorted(found, key=lambda i: i.worker_id) == [
-        Instance("sg-chat-od-z2_0", "chat", "on-demand", "2", "failed"),
+        Instance("sg-chat-od-z2_0", "chat", "on-demand", "2", "failed", "10.60.16.13"),
         Instance("sg-chat-od-z2_2", "chat", "on-demand", "2", "creating"),
-        Instance("sg-chat-spot-z1_1", "chat", "spot", "1", "deleting"),
-        Instance("sg-chat-spot-z2_0", "chat", "spot", "2", "running"),
-        Instance("sg-chat-spot-z2_3", "chat", "spot", "2", "creating"),
+        Instance("sg-chat-spot-z1_1", "chat", "spot", "1", "deleting", "10.60.16.12"),
+        Instance("sg-chat-spot-z2_0", "chat", "spot", "2", "running", "10.60.16.4"),
+        Instance("sg-chat-spot-z2_3", "chat", "spot", "2", "creating", "10.60.16.5"),
     ]
     listed = {r.path.rsplit("/", 2)[-2] for r in arm.requests("GET", "/virtualMachines$")}
     assert listed == {SPOT_Z2, SPOT_Z1, ON_DEMAND_Z2}  # not embed's, not the untagged one
@@ -708,15 +765,16 @@ async def test_flexible_instances_maps_provisioning_states_and_zones(
     flex_arm.on(
         "GET", flex_vms_of(FLEX_OD_Z3), flex_vms(flex_vm("sg-chat-od-z3_4e2d1c0b", zone="3"))
     )
+    flex_arm.on("GET", GROUP_NICS, Reply.of("nic_list_resource_group"))
 
     found = await flex_compute.instances("chat")
 
     assert sorted(found, key=lambda i: i.worker_id) == [
         Instance("sg-chat-od-z3_4e2d1c0b", "chat", "on-demand", "3", "running"),
         Instance("sg-chat-spot-z3_0c4e9b71", "chat", "spot", "3", "creating"),
-        Instance(FLEX_A, "chat", "spot", "3", "running"),
+        Instance(FLEX_A, "chat", "spot", "3", "running", "10.60.16.7"),
         Instance("sg-chat-spot-z3_5d6e7f80", "chat", "spot", "3", "deleting"),
-        Instance(FLEX_B, "chat", "spot", "3", "creating"),
+        Instance(FLEX_B, "chat", "spot", "3", "creating", "10.60.16.8"),
         Instance("sg-chat-spot-z3_93f1a6d2", "chat", "spot", "3", "failed"),
     ]
 
@@ -730,10 +788,17 @@ async def test_a_mixed_pool_lists_provisions_and_deletes_in_each_scale_sets_own_
     mixed_arm.on("GET", vms_of(ON_DEMAND_Z2), vms())
     mixed_arm.on("GET", flex_vms_of(FLEX_SPOT_Z3), flex_vms(flex_vm(FLEX_A)))
     mixed_arm.on("GET", flex_vms_of(FLEX_OD_Z3), flex_vms())
+    mixed_arm.on("GET", nics_of(SPOT_Z2), Reply.of("vmss_network_interfaces_list"))
+    mixed_arm.on("GET", nics_of(SPOT_Z1), nics(nic(uniform_vm_id(SPOT_Z1, 1), "10.60.16.12")))
+    mixed_arm.on("GET", GROUP_NICS, Reply.of("nic_list_resource_group"))
 
     found = await mixed_compute.instances("chat")
 
-    assert sorted(i.worker_id for i in found) == ["sg-chat-spot-z1_1", "sg-chat-spot-z2_0", FLEX_A]
+    assert sorted((i.worker_id, i.private_ip) for i in found) == [
+        ("sg-chat-spot-z1_1", "10.60.16.12"),
+        ("sg-chat-spot-z2_0", "10.60.16.4"),
+        (FLEX_A, "10.60.16.7"),
+    ]
 
     # provision: one Uniform and one Flexible scale-out
     scale_out(
@@ -802,3 +867,156 @@ def test_orchestration_mode_is_read_from_the_listing_and_defaults_to_uniform() -
     assert [s.orchestration_mode if s else None for s in read] == [FLEXIBLE, UNIFORM, UNIFORM]
     assert read[0] is not None and read[0].resource_id == f"{VMSS_ID}{FLEX_SPOT_Z3}"
     assert (read[0].priority, read[0].zone, read[0].capacity) == ("spot", "3", 2)
+
+
+# --- private IPs: what a worker may register from ---
+#
+# The fleet manager accepts a registration only from the private IP the cloud reports
+# for that VM. It is on the VM's network interface, not the VM, so instances() lists NICs
+# too: once per Uniform scale set that has VMs, once per resource group for Flexible ones.
+
+
+async def test_uniform_instances_carry_each_vms_private_ip_from_the_scale_sets_nics(
+    arm: ArmTransport, compute: VmssCompute
+) -> None:
+    arm.on("GET", vms_of(SPOT_Z2), BEFORE)
+    arm.on("GET", vms_of(SPOT_Z1), vms(vm(SPOT_Z1, 1, zone="1")))
+    arm.on("GET", vms_of(ON_DEMAND_Z2), vms())
+    arm.on("GET", nics_of(SPOT_Z2), Reply.of("vmss_network_interfaces_list"))
+    # VM 1 has a second NIC, listed first, and its primary NIC a secondary address, also first
+    primary = nic(uniform_vm_id(SPOT_Z1, 1), "10.60.16.22", "10.60.16.21")
+    configs = primary["properties"]["ipConfigurations"]
+    configs[0]["properties"]["primary"], configs[1]["properties"]["primary"] = False, True
+    secondary = nic(uniform_vm_id(SPOT_Z1, 1), "10.60.32.4", primary=False, name="extra-nic")
+    arm.on("GET", nics_of(SPOT_Z1), nics(secondary, primary))
+
+    found = await compute.instances("chat")
+
+    assert {i.worker_id: i.private_ip for i in found} == {
+        "sg-chat-spot-z2_0": "10.60.16.4",
+        "sg-chat-spot-z2_3": "10.60.16.5",
+        "sg-chat-spot-z1_1": "10.60.16.21",
+    }
+    assert all(i.port is None for i in found)
+    listed = sorted(r.path.rsplit("/", 2)[-2] for r in arm.requests("GET", "/networkInterfaces$"))
+    assert listed == [SPOT_Z1, SPOT_Z2]  # one call per scale set with VMs; none for the empty one
+    assert arm.requests("GET", r"/Microsoft\.Network/networkInterfaces$") == []
+
+
+async def test_flexible_instances_carry_each_vms_private_ip_from_one_resource_group_listing(
+    flex_arm: ArmTransport, flex_compute: VmssCompute
+) -> None:
+    on_demand = "sg-chat-od-z3_4e2d1c0b"
+    flex_arm.on("GET", flex_vms_of(FLEX_SPOT_Z3), FLEX_BEFORE)
+    flex_arm.on("GET", flex_vms_of(FLEX_OD_Z3), flex_vms(flex_vm(on_demand)))
+    group = Reply.of("nic_list_resource_group")
+    group.body["value"].append(nic(flexible_vm_id(on_demand), "10.60.16.10"))
+    flex_arm.on("GET", GROUP_NICS, group)
+
+    found = await flex_compute.instances("chat")
+
+    # FLEX_A's NIC names its VM with the resource group upper-cased: ids match in any case
+    assert {i.worker_id: i.private_ip for i in found} == {
+        FLEX_A: "10.60.16.7",
+        FLEX_B: "10.60.16.8",
+        on_demand: "10.60.16.10",
+    }
+    [listing] = flex_arm.requests("GET", "/networkInterfaces$")
+    assert listing.path == (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}"
+        "/providers/Microsoft.Network/networkInterfaces"
+    )
+
+
+async def test_a_vm_missing_from_the_nic_listing_has_no_private_ip(
+    mixed_arm: ArmTransport, mixed_compute: VmssCompute
+) -> None:
+    # sg-chat-spot-z2_4 and the new Flexible VM are still being created: no NIC listed yet
+    mixed_arm.on("GET", vms_of(SPOT_Z2), vms(vm(SPOT_Z2, 0), vm(SPOT_Z2, 4, "Creating")))
+    mixed_arm.on("GET", vms_of(SPOT_Z1), vms())
+    mixed_arm.on("GET", vms_of(ON_DEMAND_Z2), vms())
+    mixed_arm.on(
+        "GET",
+        flex_vms_of(FLEX_SPOT_Z3),
+        flex_vms(flex_vm(FLEX_A), flex_vm("sg-chat-spot-z3_0c4e9b71", "Creating")),
+    )
+    mixed_arm.on("GET", flex_vms_of(FLEX_OD_Z3), flex_vms())
+    mixed_arm.on("GET", nics_of(SPOT_Z2), Reply.of("vmss_network_interfaces_list"))
+    mixed_arm.on("GET", GROUP_NICS, Reply.of("nic_list_resource_group"))
+
+    found = await mixed_compute.instances("chat")
+
+    assert {i.worker_id: i.private_ip for i in found} == {
+        "sg-chat-spot-z2_0": "10.60.16.4",
+        "sg-chat-spot-z2_4": None,
+        FLEX_A: "10.60.16.7",
+        "sg-chat-spot-z3_0c4e9b71": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("recording", "status", "attempts"),
+    [
+        ("error_service_unavailable", None, 4),  # 503, retried retry_total (3) times
+        ("error_service_unavailable", 500, 4),
+        ("error_authorization_failed", None, 1),  # 403: no Microsoft.Network read, not retried
+    ],
+)
+async def test_a_failed_nic_listing_leaves_private_ips_unknown_and_still_lists_the_vms(
+    mixed_arm: ArmTransport,
+    mixed_compute: VmssCompute,
+    caplog: pytest.LogCaptureFixture,
+    recording: str,
+    status: int | None,
+    attempts: int,
+) -> None:
+    mixed_arm.on("GET", vms_of(SPOT_Z2), BEFORE)
+    mixed_arm.on("GET", vms_of(SPOT_Z1), vms(vm(SPOT_Z1, 1, zone="1")))
+    mixed_arm.on("GET", vms_of(ON_DEMAND_Z2), vms())
+    mixed_arm.on("GET", flex_vms_of(FLEX_SPOT_Z3), FLEX_BEFORE)
+    mixed_arm.on("GET", flex_vms_of(FLEX_OD_Z3), flex_vms())
+    # the resource group's NICs and one scale set's fail; the other scale set's still answer
+    mixed_arm.on("GET", GROUP_NICS, error(recording, status), repeat_last=True)
+    mixed_arm.on("GET", nics_of(SPOT_Z2), error(recording, status), repeat_last=True)
+    mixed_arm.on("GET", nics_of(SPOT_Z1), nics(nic(uniform_vm_id(SPOT_Z1, 1), "10.60.16.12")))
+
+    with caplog.at_level(logging.WARNING, logger="spotgate.adapters.azure.vmss_compute"):
+        found = await mixed_compute.instances("chat")
+
+    assert {i.worker_id: (i.state, i.private_ip) for i in found} == {
+        "sg-chat-spot-z2_0": ("running", None),
+        "sg-chat-spot-z2_3": ("running", None),
+        "sg-chat-spot-z1_1": ("running", "10.60.16.12"),
+        FLEX_A: ("running", None),
+        FLEX_B: ("running", None),
+    }
+    assert len(mixed_arm.requests("GET", r"/Microsoft\.Network/networkInterfaces$")) == attempts
+    assert len(mixed_arm.requests("GET", nics_of(SPOT_Z2).removesuffix(r"\?") + "$")) == attempts
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"NICs of scale set {SPOT_Z2}" in m for m in warned)
+    assert any(f"NICs of resource group {RESOURCE_GROUP}" in m for m in warned)
+
+
+async def test_without_primary_flags_the_first_nic_and_address_count(
+    arm: ArmTransport, compute: VmssCompute
+) -> None:
+    arm.on("GET", vms_of(SPOT_Z2), BEFORE)
+    arm.on("GET", vms_of(SPOT_Z1), vms())
+    arm.on("GET", vms_of(ON_DEMAND_Z2), vms())
+    unmarked = [
+        nic(uniform_vm_id(SPOT_Z2, 0), "10.60.16.30", "10.60.16.31", name="a"),
+        nic(uniform_vm_id(SPOT_Z2, 0), "10.60.16.40", name="b"),
+    ]
+    for body in unmarked:
+        del body["properties"]["primary"]
+        for config in body["properties"]["ipConfigurations"]:
+            del config["properties"]["primary"]
+    no_address = nic(uniform_vm_id(SPOT_Z2, 3))  # a NIC with no ipConfiguration yet
+    arm.on("GET", nics_of(SPOT_Z2), nics(*unmarked, no_address))
+
+    found = await compute.instances("chat")
+
+    assert {i.worker_id: i.private_ip for i in found} == {
+        "sg-chat-spot-z2_0": "10.60.16.30",
+        "sg-chat-spot-z2_3": None,
+    }

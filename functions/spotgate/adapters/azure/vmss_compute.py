@@ -12,6 +12,12 @@ in the VMSS GET/list answer; see vmss_layout.py), so a pool may mix both:
 - Scale-out: raising `sku.capacity`, in both (a Flexible scale set with a
   `virtualMachineProfile` creates its VMs from it).
 - State and zone: `properties.provisioningState` and `zones` of the VM, in both.
+- Private IP, the only address a worker may register from: on the VM's network
+  interface, not the VM. Uniform: Network Interfaces - List Virtual Machine Scale
+  Set Network Interfaces, one call per scale set; Flexible: Network Interfaces -
+  List of the resource group, one call for all of them. Either way each NIC names
+  its VM in `properties.virtualMachine.id`; the primary NIC's primary
+  ipConfiguration holds `privateIPAddress`.
 
 Growing a scale set means raising `sku.capacity`; ARM then creates VMs,
 whose name is also what the agent on each VM registers as (IMDS
@@ -53,6 +59,14 @@ learn.microsoft.com/azure/virtual-machine-scale-sets/resilient-vm-create-delete
 github.com/Azure/vm-scale-sets/blob/golang-delete/vmss-flex-golang-sample/main.flex.go
     the VMSS team's sample (from Azure/azure-sdk-for-go#19636): one BeginDeleteInstances
     on a Flexible scale set whose InstanceIDs are the VM names.
+learn.microsoft.com/rest/api/virtualnetwork/network-interfaces/list
+    Network Interfaces - List of a resource group; the body as the 2024-05-01 example
+    NetworkInterfaceList.json in Azure/azure-rest-api-specs has it: `properties.virtualMachine.id`,
+    `properties.primary`, `properties.ipConfigurations[].properties.{primary, privateIPAddress}`.
+learn.microsoft.com/rest/api/virtualnetwork/network-interface-in-vm-ss/list-virtual-machine-scale-set-network-interfaces
+    `GET .../Microsoft.Compute/virtualMachineScaleSets/{vmss}/networkInterfaces` (default
+    api-version 2018-10-01 in the SDKs), the same NetworkInterface items, `virtualMachine.id`
+    being `.../virtualMachineScaleSets/{vmss}/virtualMachines/{instance id}`.
 Not documented anywhere found: the error deleteInstances gives for a Flexible VM name that
 is already gone, hence `instance_may_be_gone` (arm_retry.py) and the re-list before retrying.
 """
@@ -72,6 +86,7 @@ from azure.mgmt.compute.models import (
     VirtualMachineScaleSetUpdate,
     VirtualMachineScaleSetVMInstanceRequiredIDs,
 )
+from azure.mgmt.network.aio import NetworkManagementClient
 
 from spotgate.adapters.azure.arm_retry import (
     RETRY_DEFAULTS,
@@ -79,6 +94,7 @@ from spotgate.adapters.azure.arm_retry import (
     instance_may_be_gone,
     surfacing_transient,
 )
+from spotgate.adapters.azure.vm_addresses import PrivateAddresses
 from spotgate.adapters.azure.vmss_layout import (
     POOL_TAG,
     ScaleSet,
@@ -104,6 +120,10 @@ class ScaleSetNotFound(LookupError):
     """No scale set is laid out for what was asked: a deployment mistake, not a capacity signal."""
 
 
+# A listed VM and its ARM resource id, which its network interface points back to.
+_ListedVm = tuple[ScaleSetVm, str]
+
+
 class VmssCompute:
     def __init__(
         self,
@@ -116,10 +136,12 @@ class VmssCompute:
         owns_credential: bool = False,
         **client_kwargs: Any,
     ) -> None:
-        """`client_kwargs` go to the management client (retry, polling, `transport`)."""
-        self._client = ComputeManagementClient(
-            credential, subscription_id, **{**RETRY_DEFAULTS, **client_kwargs}
-        )
+        """`client_kwargs` go to the management clients (retry, polling, `transport`)."""
+        settings = {**RETRY_DEFAULTS, **client_kwargs}
+        self._client = ComputeManagementClient(credential, subscription_id, **settings)
+        # The VMs' private IPs live on their NICs, which the network RP serves.
+        network = NetworkManagementClient(credential, subscription_id, **settings)
+        self._addresses = PrivateAddresses(network, resource_group)
         self._credential = credential if owns_credential else None
         self._subscription = subscription_id
         self._rg = resource_group
@@ -146,6 +168,7 @@ class VmssCompute:
 
     async def close(self) -> None:
         await self._client.close()
+        await self._addresses.close()
         if self._credential is not None:
             await self._credential.close()
             self._credential = None
@@ -187,9 +210,13 @@ class VmssCompute:
         if not scale_sets:
             scale_sets = await self._pool(pool, refresh=True)
         listed = await asyncio.gather(*(self._vms_or_none(s) for s in scale_sets))
+        with_vms = [s for s, vms in zip(scale_sets, listed, strict=True) if vms]
+        addresses = await self._addresses.by_vm_id(
+            [s.name for s in with_vms if not s.flexible], any(s.flexible for s in with_vms)
+        )
         found: list[Instance] = []
         for scale_set, vms in zip(scale_sets, listed, strict=True):
-            for vm in vms or []:
+            for vm, vm_id in vms or []:
                 found.append(
                     Instance(
                         worker_id=vm.worker_id,
@@ -197,6 +224,7 @@ class VmssCompute:
                         priority=scale_set.priority,
                         zone=vm.zone or scale_set.zone,
                         state=vm.state,
+                        private_ip=addresses.get(vm_id.lower()),
                     )
                 )
         return found
@@ -297,7 +325,7 @@ class VmssCompute:
                 # listing tells, and a Flexible scale set cannot be deleted with VMs in it.)
                 live = {
                     vm.instance_id
-                    for vm in await self._vms_or_none(scale_set) or []
+                    for vm, _ in await self._vms_or_none(scale_set) or []
                     if vm.state != "deleting"
                 }
                 remaining = [i for i in instance_ids if i in live]
@@ -357,26 +385,32 @@ class VmssCompute:
         return self._listing
 
     async def _vms(self, scale_set: ScaleSet) -> list[ScaleSetVm]:
+        return [vm for vm, _ in await self._vms_with_ids(scale_set)]
+
+    async def _vms_with_ids(self, scale_set: ScaleSet) -> list[_ListedVm]:
+        """The VMs with their ARM ids (ARM always sends `id`; built from the names if not)."""
+        scale_set_id = scale_set.resource_id or self._scale_set_id(scale_set.name)
+        found: list[_ListedVm] = []
         if not scale_set.flexible:
             ops = self._client.virtual_machine_scale_set_vms
-            return [
-                uniform_vm(scale_set.name, vm) async for vm in ops.list(self._rg, scale_set.name)
-            ]
+            async for scale_set_vm in ops.list(self._rg, scale_set.name):
+                uniform = uniform_vm(scale_set.name, scale_set_vm)
+                vm_id = scale_set_vm.id or f"{scale_set_id}/virtualMachines/{uniform.instance_id}"
+                found.append((uniform, vm_id))
+            return found
         # Flexible: ordinary VMs, listed from the resource group by their scale set.
-        scale_set_id = scale_set.resource_id or self._scale_set_id(scale_set.name)
-        found: list[ScaleSetVm] = []
         vms = self._client.virtual_machines.list(self._rg, filter=vmss_filter(scale_set_id))
         async for vm in vms:
-            listed = flexible_vm(vm) if flexible_member_of(vm, scale_set_id) else None
-            if listed is not None:
-                found.append(listed)
+            flexible = flexible_vm(vm) if flexible_member_of(vm, scale_set_id) else None
+            if flexible is not None:
+                found.append((flexible, vm.id or self._vm_id(flexible.worker_id)))
         return found
 
-    async def _vms_or_none(self, scale_set: ScaleSet) -> list[ScaleSetVm] | None:
+    async def _vms_or_none(self, scale_set: ScaleSet) -> list[_ListedVm] | None:
         """The VMs, or None if the scale set vanished since it was listed (then listed afresh)."""
         try:
             with surfacing_transient(f"listing VMs of {scale_set.name}"):
-                return await self._vms(scale_set)
+                return await self._vms_with_ids(scale_set)
         except ResourceNotFoundError:
             self._listed_at = None
             return None
@@ -385,6 +419,12 @@ class VmssCompute:
         return (
             f"/subscriptions/{self._subscription}/resourceGroups/{self._rg}"
             f"/providers/Microsoft.Compute/virtualMachineScaleSets/{name}"
+        )
+
+    def _vm_id(self, name: str) -> str:
+        return (
+            f"/subscriptions/{self._subscription}/resourceGroups/{self._rg}"
+            f"/providers/Microsoft.Compute/virtualMachines/{name}"
         )
 
     def _lock(self, scale_set: str) -> asyncio.Lock:

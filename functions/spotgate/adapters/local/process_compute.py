@@ -13,14 +13,17 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spotgate.adapters.local.private_files import private_file
 from spotgate.fleet.compute import CapacityError, Instance, ProvisionRequest
+from spotgate.fleet.registration import join_address
 from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.signals import SPOT
 
@@ -31,6 +34,19 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+_SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL|CONNECTION_STRING", re.I)
+
+
+def worker_environment(parent: Mapping[str, str]) -> dict[str, str]:
+    """The dev process's environment minus anything that looks like a secret.
+
+    A worker (and whatever code its engine runs) holds the fleet token and no
+    more: never the admin key, API keys or a spillover endpoint's key that the
+    operator exported for the gateway, as a GPU VM would not have them either.
+    """
+    return {k: v for k, v in parent.items() if not _SECRET_NAME.search(k)}
 
 
 def _die_with_parent() -> None:
@@ -140,6 +156,8 @@ class LocalProcessCompute:
                 priority=launched.priority,
                 zone=launched.zone,
                 state="running" if launched.process is not None else "creating",
+                private_ip=self._host,
+                port=launched.port,
             )
             for worker_id, launched in self._launched.items()
             if launched.spec.pool == pool
@@ -162,6 +180,7 @@ class LocalProcessCompute:
             url=url,
             priority=priority,
             zone=zone,
+            address=join_address(self._host, port),
         )
         used = {w.index for w in self._launched.values() if w.spec.pool == spec.pool}
         index = next(i for i in range(len(used) + 1) if i not in used)
@@ -202,10 +221,9 @@ class LocalProcessCompute:
             *(["--zone", launched.zone] if launched.zone else []),
             *spec.args(launched.index),
         ]
-        env = {**os.environ, "SPOTGATE_FLEET_TOKEN": self._fleet_token}
-        self._log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**worker_environment(os.environ), "SPOTGATE_FLEET_TOKEN": self._fleet_token}
         try:
-            with self.log_path(worker_id).open("ab") as log_file:
+            with private_file(self.log_path(worker_id)).open("ab") as log_file:
                 launched.process = await asyncio.create_subprocess_exec(
                     *command,
                     stdin=asyncio.subprocess.DEVNULL,

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from spotgate.adapters.local.private_files import private_database
 from spotgate.clock import Clock, SystemClock
 
 T = TypeVar("T")
@@ -62,9 +63,9 @@ class SqliteCacheStore:
     def _connection(self) -> sqlite3.Connection:
         """Opened lazily on the store's own thread, the only thread that ever uses it."""
         if self._db is None:
-            if self._path != ":memory:":
-                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+            db = sqlite3.connect(
+                private_database(self._path), isolation_level=None, check_same_thread=True
+            )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")

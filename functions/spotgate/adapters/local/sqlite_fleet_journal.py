@@ -22,6 +22,7 @@ from typing import Any, overload
 
 import orjson
 
+from spotgate.adapters.local.private_files import private_database
 from spotgate.fleet.signals import CapacityFailure, EvictionSignal
 
 DEFAULT_MAX_DECISIONS = 2000
@@ -76,9 +77,9 @@ class SqliteFleetJournal:
     ) -> None:
         if max_decisions <= 0:
             raise ValueError("max_decisions must be positive")
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(
+            private_database(path), check_same_thread=False, isolation_level=None
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
@@ -129,6 +130,25 @@ class SqliteFleetJournal:
         with self._lock:
             self._db.execute("DELETE FROM evictions WHERE at < ?", (float(before),))
             self._db.execute("DELETE FROM capacity_failures WHERE at < ?", (float(before),))
+
+    def clear(self) -> None:
+        """Forget every eviction, refusal and decision, as if the file were new.
+
+        For a local stack starting over: refusals injected into an earlier
+        `spotgate dev` run would otherwise push the new one onto on-demand.
+        It is not part of `FleetJournal`, because no monitor ever needs to
+        forget, and a production journal should not offer a wipe to every host.
+        """
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                for table in ("evictions", "capacity_failures", "decisions"):
+                    self._db.execute(f"DELETE FROM {table}")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            self._appends_since_prune = 0
 
     # the decision log
 

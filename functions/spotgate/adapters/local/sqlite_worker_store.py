@@ -8,14 +8,15 @@ from pathlib import Path
 
 import orjson
 
+from spotgate.adapters.local.private_files import private_database
 from spotgate.fleet.worker import Worker
 
 
 class SqliteWorkerStore:
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(
+            private_database(path), check_same_thread=False, isolation_level=None
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, doc BLOB)")
