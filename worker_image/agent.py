@@ -113,6 +113,13 @@ def parse_metrics(text: str) -> dict[str, float]:
     return sums
 
 
+def _error_code(reply: Response) -> Any:
+    try:
+        return dig(reply.json(), "error", "code")
+    except ValueError:
+        return None
+
+
 def parse_http_date(value: Any) -> float | None:
     try:
         return parsedate_to_datetime(value).timestamp() if value else None
@@ -254,13 +261,7 @@ class Agent:
     def _refused_for_good(self, reply: Response) -> bool:
         """409 worker_retired: the fleet manager deleted this worker; registering again is
         pointless (it is about to be deleted), so the agent stops trying."""
-        if reply.status != 409:
-            return False
-        try:
-            code = dig(reply.json(), "error", "code")
-        except ValueError:
-            return False
-        if code == "worker_retired":
+        if reply.status == 409 and _error_code(reply) == "worker_retired":
             log.error("the control plane retired %s; not registering again", self.worker_id)
             self.retired = True
             return True
@@ -414,6 +415,8 @@ class Agent:
                 if data.get("state") != self.state:
                     self.state = data.get("state")
                     log.info("control plane has %s %s", self.worker_id, self.state)
+            elif reply.status == 409 and _error_code(reply) == "worker_registration_pending":
+                log.info("registration of %s not seen here yet; heartbeating on", self.worker_id)
             elif reply.status in (404, 409):
                 log.warning("control plane does not know %s as ours", self.worker_id)
                 self.registered, self.in_flight, self.state = False, 0, None
@@ -458,7 +461,7 @@ class Agent:
             reply = self._until_accepted(
                 "report eviction",
                 lambda: self._cp("POST", f"/fleet/workers/{quote(self.worker_id)}/evicting", body),
-                lambda r: r.ok or r.status in (404, 409),
+                lambda r: r.ok or r.status == 404,
                 lambda: time.time() < deadline,
                 deadline,
             )
@@ -525,7 +528,7 @@ class Agent:
         if reply is not None and reply.ok:
             backoff.attempt = 0
             self.stop.wait(interval)
-        elif reply is None or reply.status not in (404, 409):
+        elif reply is None or self.registered:  # not a cue to register again: wait
             self.stop.wait(max(interval, backoff.next(retry_after(reply))))
         return True
 

@@ -166,3 +166,16 @@ async def test_a_registered_worker_never_exposes_its_credential_digest(
     await client.post("/fleet/workers", json=registration(), headers=FLEET)
     fleet = (await client.get("/fleet", headers={"Authorization": f"Bearer {ADMIN_KEY}"})).json()
     assert all("credential" not in w for w in fleet["workers"])
+
+
+async def test_a_heartbeat_before_the_registration_reached_this_instance_is_told_to_wait(
+    client: httpx.AsyncClient,
+) -> None:
+    """On Azure the agent's registration may land on one instance and its first heartbeat
+    on another that still has the worker provisioning: wait, do not register again."""
+    headers = {**FLEET, "X-Worker-Token": "issued-by-the-other-instance"}
+    reply = await client.post("/fleet/workers/w1/heartbeat", json={}, headers=headers)
+    assert error_of(reply, 409)["code"] == "worker_registration_pending"
+    assert reply.headers["retry-after"]
+    bare = await client.post("/fleet/workers/w1/heartbeat", json={}, headers=FLEET)
+    assert error_of(bare, 409)["code"] == "worker_credential_invalid"

@@ -170,6 +170,7 @@ class FakeControlPlane(FakeServer):
         self.in_flight = 0
         self.retired: set[str] = set()
         self.issued = 0
+        self.pending = False  # as an instance the registration has not reached yet
 
     def handle(
         self, method: str, path: str, query: dict[str, list[str]], headers: Message, body: Any
@@ -200,6 +201,8 @@ class FakeControlPlane(FakeServer):
         worker = self.workers.get(worker_id)
         if worker is None:
             return 404, {"error": {"code": "worker_not_found"}}
+        if self.pending:
+            return 409, {"error": {"code": "worker_registration_pending"}}, {"Retry-After": "0"}
         if presented != worker.get("credential"):
             return 409, {"error": {"code": "worker_credential_invalid"}}
         if action == "evicting":
@@ -560,6 +563,22 @@ def test_a_heartbeat_refused_for_its_credential_makes_the_agent_register_again(
     wait_until(lambda: len(cp.registrations()) == 2, "registration again")
     count = len(heartbeats(cp))
     wait_until(lambda: len(heartbeats(cp)) > count + 2, "heartbeats with the new credential")
+
+
+def test_a_registration_not_yet_seen_by_another_instance_is_waited_for_not_repeated(
+    start_agent: Callable[..., Any], cp: FakeControlPlane
+) -> None:
+    start_agent()
+    wait_until(lambda: len(heartbeats(cp)) >= 2, "heartbeats")
+    cp.pending = True
+    wait_until(lambda: len(cp.of("heartbeat", 409)) >= 3, "heartbeats answered 'pending'")
+    time.sleep(0.3)
+    pending = len(cp.of("heartbeat", 409))
+    assert pending < 20, "it waits between tries, it does not spin"
+    cp.pending = False
+    count = len(heartbeats(cp))
+    wait_until(lambda: len(heartbeats(cp)) > count + 2, "heartbeats once the record arrived")
+    assert len(cp.registrations()) == 1, "it never registered again"
 
 
 def test_a_retired_worker_stops_registering(

@@ -198,8 +198,19 @@ class WorkerRegistry:
             )
 
     def authenticate(self, worker_id: str, credential: str | None) -> Worker:
-        """The live worker whose credential `credential` is; else 404 or 409."""
+        """The live worker whose credential `credential` is; else 404 or 409.
+
+        A worker still provisioning here may have registered on another instance a
+        moment ago (on Azure, records reach every instance within seconds): its agent
+        is told to retry, not to register again, which would race its own registration.
+        """
         worker = self._require(worker_id)
+        if worker.state == WorkerState.PROVISIONING and credential:
+            raise RegistrationConflict(
+                f"The registration of '{worker_id}' has not reached this instance yet.",
+                code="worker_registration_pending",
+                headers={"Retry-After": "2"},
+            )
         if not credential_matches(credential, worker.credential):
             raise CredentialRejected(worker_id)
         return worker

@@ -23,7 +23,11 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
 from spotgate.adapters.azure.cosmos_fleet_journal import JOURNAL_CONTAINER, CosmosFleetJournal
-from spotgate.adapters.azure.cosmos_worker_store import WORKERS_CONTAINER, CosmosWorkerStore
+from spotgate.adapters.azure.cosmos_worker_store import (
+    WORKERS_CONTAINER,
+    CosmosWorkerStore,
+    merge,
+)
 from spotgate.adapters.azure.stores import azure_stores, build_azure_stores, ensure_database
 from spotgate.adapters.azure.write_behind import WriteBehindOptions
 from spotgate.adapters.local.sqlite_worker_store import SqliteWorkerStore
@@ -756,3 +760,17 @@ async def test_azure_stores_create_nothing_unless_asked(cosmos_server: CosmosSer
 async def test_azure_stores_need_an_endpoint() -> None:
     with pytest.raises(ValueError, match="cosmos_endpoint"):
         await azure_stores(Settings(store_backend="cosmos", cosmos_endpoint=None))
+
+
+def test_what_only_ever_gets_known_survives_a_conflict_between_instances() -> None:
+    """The monitor's instance learns a provisioning worker's address while an API instance
+    holds the same record without it; a distrust seen on one instance must not be undone by
+    the other's tie-breaking either."""
+    plain = make_worker(state=WorkerState.PROVISIONING)
+    located = make_worker(state=WorkerState.PROVISIONING, address="127.0.0.1:9000")
+    distrusted = make_worker(state=WorkerState.PROVISIONING, distrusted="registration refused")
+    for a, b in ((plain, located), (located, plain)):
+        assert merge(a, b).address == "127.0.0.1:9000"
+    for a, b in ((located, distrusted), (distrusted, located)):
+        merged = merge(a, b)
+        assert merged.distrusted == "registration refused" and merged.address

@@ -109,12 +109,16 @@ def _canonical(worker: Worker) -> bytes:
 
 
 def merge(a: Worker, b: Worker) -> Worker:
-    """The winning record, carrying the newest heartbeat (and its metrics) of the two."""
+    """The winning record, carrying the newest heartbeat (and its metrics) of the two, and
+    what only ever gets known, never unknown: the address the cloud reported (written by
+    the fleet monitor's instance) and a distrust (written by whichever instance saw it)."""
     winner, loser = (a, b) if supersedes(a, b) else (b, a)
     merged = Worker.from_dict(winner.to_dict())
     if loser.last_heartbeat > winner.last_heartbeat:
         merged.last_heartbeat = loser.last_heartbeat
         merged.metrics = replace(loser.metrics)
+    merged.address = merged.address or loser.address
+    merged.distrusted = merged.distrusted or loser.distrusted
     return merged
 
 
