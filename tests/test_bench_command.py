@@ -20,15 +20,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from typer.testing import CliRunner
 
 from spotgate.adapters.local.process_compute import free_port
-from spotgate.bench_command import (
-    BenchOptions,
-    discover_url,
-    parse_ramp,
-    resolve_model,
-    run_bench,
-)
+from spotgate.bench_command import BenchOptions, parse_ramp, resolve_model, run_bench
 from spotgate.bench_stats import StepPlan, percentile
 from spotgate.cli import app
+from spotgate.cli_client import discover_url
 from spotgate.engines.sim.config import SimConfig
 from spotgate.engines.sim.server import create_sim_app
 from spotgate.gateway.sse_progress import sse_error

@@ -42,9 +42,8 @@ from spotgate.bench_stats import (
     render_steps,
     render_summary,
 )
-from spotgate.cli_client import auth, discover_key, read_dev_connection
+from spotgate.cli_client import auth, discover_key, discover_url
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_MODEL = "smollm2"
 DEFAULT_PROMPT = "Explain in a few sentences why spot GPUs are cheaper than on-demand ones."
 TICK_S = 0.25
@@ -112,16 +111,6 @@ def parse_ramp(text: str) -> tuple[StepPlan, ...]:
     if text.strip() and not any(s.concurrency > 0 for s in steps):
         raise ValueError("a ramp needs at least one step with clients")
     return tuple(steps)
-
-
-def discover_url(explicit: str) -> str:
-    """--url / SPOTGATE_URL, else the stack a local `spotgate dev` recorded, else the default."""
-    if explicit:
-        return explicit.rstrip("/")
-    connection = read_dev_connection()
-    if connection is None or "url" not in connection:
-        return DEFAULT_URL
-    return str(connection["url"]).rstrip("/")
 
 
 def resolve_model(url: str, key: str | None, explicit: str) -> str:

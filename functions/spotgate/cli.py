@@ -23,7 +23,10 @@ console = Console() if sys.stdout.isatty() else Console(width=200)
 
 UrlOption = Annotated[
     str,
-    typer.Option(envvar="SPOTGATE_URL", help="Base URL of a running stack."),
+    typer.Option(
+        envvar="SPOTGATE_URL",
+        help="Base URL of a running stack (default: .spotgate/dev.json's, else :8000).",
+    ),
 ]
 
 
@@ -175,7 +178,7 @@ def prepare_model(
 @fleet_app.callback(invoke_without_command=True)
 def fleet(
     ctx: typer.Context,
-    url: UrlOption = "http://127.0.0.1:8000",
+    url: UrlOption = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print raw JSON.")] = False,
 ) -> None:
     """Show every worker: id, state, engine, model, in-flight, last heartbeat."""

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 DEV_CONNECTION_FILE = Path(".spotgate") / "dev.json"
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def read_dev_connection() -> dict[str, Any] | None:
@@ -24,6 +25,16 @@ def read_dev_connection() -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def discover_url(explicit: str) -> str:
+    """--url / SPOTGATE_URL, else the stack a local `spotgate dev` recorded, else the default."""
+    if explicit:
+        return explicit.rstrip("/")
+    connection = read_dev_connection()
+    if connection is None or "url" not in connection:
+        return DEFAULT_URL
+    return str(connection["url"]).rstrip("/")
 
 
 def auth(key: str | None) -> dict[str, str]:
@@ -54,7 +65,7 @@ def discover_admin_key() -> str | None:
 
 class StackClient:
     def __init__(self, url: str, key: str | None = None, timeout_s: float = 10.0) -> None:
-        self.url = url.rstrip("/")
+        self.url = discover_url(url)
         self.key = key or discover_admin_key()
         self.timeout_s = timeout_s
 

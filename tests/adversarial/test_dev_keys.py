@@ -11,7 +11,7 @@ import pytest
 from spotgate.adapters.local.process_compute import worker_environment
 from spotgate.adapters.local.scheduled_events import FakeScheduledEvents
 from spotgate.api.app import create_app
-from spotgate.cli_client import discover_admin_key, discover_key
+from spotgate.cli_client import StackClient, discover_admin_key, discover_key
 from spotgate.clock import ManualClock
 from spotgate.devstack import dev_settings
 from spotgate.fleet.store import InMemoryWorkerStore
@@ -63,6 +63,8 @@ def test_the_cli_takes_the_admin_key_from_the_private_dev_file(
     (tmp_path / ".spotgate" / "dev.json").write_text(json.dumps(record))
     assert discover_admin_key() == "sk-admin"
     assert discover_key() == "sk-api"
+    operator = StackClient("")
+    assert (operator.url, operator.key) == ("http://127.0.0.1:1", "sk-admin")
     monkeypatch.setenv("SPOTGATE_API_KEY", "sk-exported-api")
     assert discover_admin_key() == "sk-admin", "an exported API key never stands in for it"
 
