@@ -78,11 +78,6 @@ class AuthenticationFailed(OpenAIError):
         super().__init__(message, code="invalid_api_key")
 
 
-class PermissionDenied(OpenAIError):
-    status_code = 403
-    error_type = "permission_error"
-
-
 class NotFound(OpenAIError):
     status_code = 404
     error_type = "invalid_request_error"
@@ -129,8 +124,3 @@ class NoCapacity(OpenAIError):
 
     status_code = 503
     error_type = "server_error"
-
-
-class UpstreamTimeout(OpenAIError):
-    status_code = 504
-    error_type = "timeout"

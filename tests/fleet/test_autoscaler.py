@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from spotgate.fleet.autoscaler import Autoscaler, AutoscalerConfig, AutoscalerState, QueueDepth
+from spotgate.fleet import autoscaler
+from spotgate.fleet.autoscaler import (
+    CODES,
+    Autoscaler,
+    AutoscalerConfig,
+    AutoscalerState,
+    QueueDepth,
+)
 from spotgate.fleet.signals import PoolSignals, WorkerSignal
 
 T0 = 1_700_000_000.0
@@ -103,24 +110,24 @@ def signals(at: float, in_flight: int, queued: int, live: int) -> PoolSignals:
 
 def run(
     config: AutoscalerConfig, live: int, steps: list[Step], *, through_json: bool = False
-) -> list[tuple[int, str]]:
-    """Feed the steps, the fleet following each target, and collect (target, reason)."""
+) -> list[tuple[int, str, str]]:
+    """Feed the steps, the fleet following each target, and collect (target, code, reason)."""
     policy = Autoscaler.make("queue-depth", config)
     state: AutoscalerState | None = None
     out = []
     for at, in_flight, queued, _ in steps:
         if through_json and state is not None:
             state = policy.load_state(json.loads(json.dumps(policy.dump_state(state))))
-        target, reason, state = policy.decide(signals(at, in_flight, queued, live), state)
+        target, code, reason, state = policy.decide(signals(at, in_flight, queued, live), state)
         live = target
-        out.append((target, reason))
+        out.append((target, code, reason))
     return out
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_scenario(name: str) -> None:
     config, live, steps = SCENARIOS[name]
-    targets = [t for t, _ in run(config, live, steps)]
+    targets = [t for t, *_ in run(config, live, steps)]
     assert targets == [expected for *_, expected in steps]
 
 
@@ -130,9 +137,47 @@ def test_state_round_trip_gives_identical_decisions(name: str) -> None:
     assert run(config, live, steps, through_json=True) == run(config, live, steps)
 
 
-def test_reasons_say_why() -> None:
+# each reason code, and a (scenario, step) that answers with it
+CODE_EXAMPLES: dict[str, tuple[str, int]] = {
+    "steady": ("load step up scales in one decision", 2),
+    "scale_up_for_load": ("load step up scales in one decision", 1),
+    "raised_to_min": ("raised to min_workers at once", 0),
+    "clamped_to_max": ("shrunk to a lowered max_workers at once", 0),
+    "scale_down_pending": ("load drop waits for the stabilisation window", 1),
+    "scale_down_after_window": ("load drop waits for the stabilisation window", 4),
+    "idle_hold": ("idle to zero, then one on the first queued request", 1),
+    "idle_to_zero": ("idle to zero, then one on the first queued request", 4),
+}
+
+
+def test_every_code_is_documented_and_has_an_example() -> None:
+    assert sorted(CODE_EXAMPLES) == sorted(CODES)
+    assert all(f"`{code}`" in (autoscaler.__doc__ or "") for code in CODES)
+
+
+@pytest.mark.parametrize("code", sorted(CODE_EXAMPLES))
+def test_codes_say_why(code: str) -> None:
+    name, step = CODE_EXAMPLES[code]
+    config, live, steps = SCENARIOS[name]
+    assert run(config, live, steps)[step][1] == code
+
+
+def test_codes_follow_a_scale_down() -> None:
     config, live, steps = SCENARIOS["load drop waits for the stabilisation window"]
-    reasons = [r for _, r in run(config, live, steps)]
+    codes = [c for _, c, _ in run(config, live, steps)]
+    assert codes == [
+        "scale_up_for_load",
+        "scale_down_pending",
+        "scale_down_pending",
+        "scale_down_pending",
+        "scale_down_after_window",
+    ]
+
+
+def test_reasons_say_why_in_words() -> None:
+    """The text an operator reads names the direction, the load and how long is left."""
+    config, live, steps = SCENARIOS["load drop waits for the stabilisation window"]
+    reasons = [r for *_, r in run(config, live, steps)]
     assert reasons[0].startswith("scale up")
     assert "scale down in 300s" in reasons[1]
     assert reasons[-1].startswith("scale down")
@@ -141,7 +186,7 @@ def test_reasons_say_why() -> None:
 def test_engine_waiting_counts_as_load() -> None:
     config = AutoscalerConfig(min_workers=1, max_workers=10, target_concurrency_per_worker=4)
     busy = [WorkerSignal("w0", running=4, waiting=8)]
-    target, _, _ = QueueDepth(config).decide(
+    target, *_ = QueueDepth(config).decide(
         PoolSignals.build("pool-a", T0, gateway_in_flight=4, workers=busy)
     )
     assert target == 3
@@ -171,5 +216,5 @@ def test_load_counts_what_the_engines_run_when_other_gateways_send_it() -> None:
     workers = [WorkerSignal(f"w{i}", running=6) for i in range(2)]
     signals = PoolSignals.build("p", 0.0, gateway_in_flight=2, workers=workers)
     scaler = Autoscaler.make("queue-depth", AutoscalerConfig(target_concurrency_per_worker=4))
-    assert scaler.load(signals) == 12
+    assert scaler.demand(signals) == 12
     assert scaler.decide(signals).target == 3

@@ -99,9 +99,6 @@ def test_decisions_come_back_in_order(make_journal: JournalFactory) -> None:
     assert journal.recent(0) == []
     assert journal.recent(1)[0] == {"pool": "gpu", "tick": 5, "reason": "r5", "changes": ["x"]}
     assert len(journal) == 5
-    assert journal[-1]["tick"] == 5
-    assert journal[0]["tick"] == 1
-    assert [d["tick"] for d in journal[-2:]] == [4, 5]
     assert [d["tick"] for d in journal] == [1, 2, 3, 4, 5]
 
 

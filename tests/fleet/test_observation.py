@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 from spotgate.clock import ManualClock
 from spotgate.fleet.compute import Instance
-from spotgate.fleet.observation import PoolLoad, PoolObservation, observe_pool
+from spotgate.fleet.observation import PoolDemand, PoolObservation, observe_pool
 from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.signals import ON_DEMAND, SPOT, CapacityFailure, EvictionSignal
 from spotgate.fleet.store import InMemoryWorkerStore
@@ -56,7 +56,7 @@ def observe(
     clock: ManualClock,
     pool: str = POOL,
     *,
-    load: PoolLoad | None = None,
+    demand: PoolDemand | None = None,
     in_flight: Callable[[str], int] = lambda _wid: 0,
     evictions: Iterable[EvictionSignal] = (),
     capacity_failures: Iterable[CapacityFailure] = (),
@@ -67,7 +67,7 @@ def observe(
         pool,
         heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S,
         now=clock.now(),
-        load=load,
+        demand=demand,
         in_flight=in_flight,
         evictions=evictions,
         capacity_failures=capacity_failures,
@@ -247,7 +247,7 @@ def test_a_known_worker_whose_instance_failed_is_reported_failed() -> None:
     seen = observe(registry, clock, instances=[running("p", state="failed")])
 
     assert seen.failed_instances == ("p",)
-    assert states(seen) == {"p": "provisioning"}  # the reconciler deletes it
+    assert states(seen) == {"p": "provisioning"}  # the planner deletes it
 
 
 # --- what the signals say about each worker ------------------------------------------------
@@ -303,7 +303,7 @@ def test_load_evictions_and_refusals_pass_through_to_the_signals() -> None:
     seen = observe(
         registry,
         clock,
-        load=PoolLoad(admission_queue_depth=3, gateway_in_flight=4, batch_queue_depth=2),
+        demand=PoolDemand(admission_queue_depth=3, gateway_in_flight=4, batch_queue_depth=2),
         evictions=[eviction],
         capacity_failures=[refusal],
     )
@@ -336,7 +336,7 @@ def test_an_observation_survives_json_unchanged() -> None:
     observation = observe(
         registry,
         clock,
-        load=PoolLoad(admission_queue_depth=1, gateway_in_flight=2, batch_queue_depth=3),
+        demand=PoolDemand(admission_queue_depth=1, gateway_in_flight=2, batch_queue_depth=3),
         in_flight=lambda wid: 3 if wid == "a" else 0,
         evictions=[EvictionSignal("2", clock.now())],
         capacity_failures=[CapacityFailure(SPOT, None, "quota", clock.now() - 1)],

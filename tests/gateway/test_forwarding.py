@@ -15,7 +15,7 @@ from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.gateway.breaker import BreakerState
 from spotgate.gateway.forwarding import Forwarder, Reply, StreamReply
 from spotgate.gateway.health import PassiveHealth
-from spotgate.gateway.load import OutstandingRequests
+from spotgate.gateway.in_flight import InFlight
 from spotgate.gateway.selection import LeastOutstanding
 from spotgate.gateway.upstream import UpstreamReply, WorkerUnreachable
 
@@ -92,13 +92,13 @@ class FakeUpstream:
 
 def make_forwarder(
     behaviour: dict[str, str], capacity_wait_s: float = 0.0, **options: Any
-) -> tuple[Forwarder, WorkerRegistry, FakeUpstream, OutstandingRequests, PassiveHealth]:
+) -> tuple[Forwarder, WorkerRegistry, FakeUpstream, InFlight, PassiveHealth]:
     clock = SystemClock()
     registry = WorkerRegistry(InMemoryWorkerStore(), clock)
     for host in behaviour:
         registry.register(host, pool="p", model="m", engine="sim", url=f"http://{host}")
     upstream = FakeUpstream(behaviour)
-    load = OutstandingRequests()
+    load = InFlight()
     health = PassiveHealth(clock, cooldown_s=60)
     forwarder = Forwarder(
         registry,
@@ -264,7 +264,7 @@ async def test_an_open_breaker_lets_one_trial_through_after_its_cooldown() -> No
     for host in ("flaky", "live"):
         registry.register(host, pool="p", model="m", engine="sim", url=f"http://{host}")
     upstream = FakeUpstream({"flaky": "down", "live": "ok"})
-    load = OutstandingRequests()
+    load = InFlight()
     health = PassiveHealth(clock, cooldown_s=5)
     forwarder = Forwarder(registry, upstream, LeastOutstanding(load), load, health, clock)
     for _ in range(4):

@@ -4,7 +4,7 @@ from typing import Any
 import pytest
 
 from spotgate.fleet.worker import Worker, WorkerState
-from spotgate.gateway.load import OutstandingRequests
+from spotgate.gateway.in_flight import InFlight
 from spotgate.gateway.selection import (
     LeastOutstanding,
     PolicyOptions,
@@ -23,7 +23,7 @@ def workers(*ids: str) -> list[Worker]:
 
 
 def test_least_outstanding_picks_the_idlest_worker() -> None:
-    load = OutstandingRequests()
+    load = InFlight()
     policy = SelectionPolicy.make("least-outstanding", load)
     for _ in range(3):
         load.start("a")
@@ -35,14 +35,14 @@ def test_least_outstanding_picks_the_idlest_worker() -> None:
 
 
 def test_equal_workers_share_the_load_evenly() -> None:
-    load = OutstandingRequests()
+    load = InFlight()
     policy = LeastOutstanding(load)
     picks = [policy.choose(workers("a", "b", "c"), {}).id for _ in range(300)]
     assert {w: picks.count(w) for w in "abc"} == {"a": 100, "b": 100, "c": 100}
 
 
 def test_concurrent_requests_spread_across_workers() -> None:
-    load = OutstandingRequests()
+    load = InFlight()
     policy = LeastOutstanding(load)
     for _ in range(6):
         load.start(policy.choose(workers("a", "b", "c"), {}).id)
@@ -51,7 +51,7 @@ def test_concurrent_requests_spread_across_workers() -> None:
 
 def test_unknown_policy_name_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match="least-outstanding"):
-        SelectionPolicy.make("no-such-policy", OutstandingRequests())
+        SelectionPolicy.make("no-such-policy", InFlight())
 
 
 # prefix-affinity
@@ -63,18 +63,18 @@ def chat(system: str, user: str) -> dict[str, object]:
     return {"messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]}
 
 
-def prefix_policy(load: OutstandingRequests, **options: Any) -> SelectionPolicy:
+def prefix_policy(load: InFlight, **options: Any) -> SelectionPolicy:
     return SelectionPolicy.make("prefix-affinity", load, PolicyOptions(**options))
 
 
 def test_prefix_affinity_is_registered_and_takes_options() -> None:
-    policy = prefix_policy(OutstandingRequests(), prefix_chars=512, min_prefix_chars=64)
+    policy = prefix_policy(InFlight(), prefix_chars=512, min_prefix_chars=64)
     assert isinstance(policy, PrefixAffinity)
     assert policy.options.prefix_chars == 512
 
 
 def test_requests_sharing_a_long_prefix_stick_to_one_worker() -> None:
-    load = OutstandingRequests()
+    load = InFlight()
     policy = prefix_policy(load)
     pool = workers(*"abcdefgh")
     picks = {policy.choose(pool, chat(SYSTEM, f"question {i}")).id for i in range(50)}
@@ -82,7 +82,7 @@ def test_requests_sharing_a_long_prefix_stick_to_one_worker() -> None:
 
 
 def test_later_turns_of_a_conversation_follow_the_first() -> None:
-    load = OutstandingRequests()
+    load = InFlight()
     policy = prefix_policy(load, min_prefix_chars=100)
     pool = workers(*"abcdefgh")
     first = chat("Be brief. " * 20, "Tell me about the lighthouse at Alexandria, please.")
@@ -97,7 +97,7 @@ def test_later_turns_of_a_conversation_follow_the_first() -> None:
 
 
 def test_distinct_prefixes_spread_over_the_workers() -> None:
-    load = OutstandingRequests()
+    load = InFlight()
     policy = prefix_policy(load, min_prefix_chars=64)
     pool = workers(*"abcd")
     counts = Counter(
@@ -108,7 +108,7 @@ def test_distinct_prefixes_spread_over_the_workers() -> None:
 
 
 def test_short_prompts_are_load_balanced_instead() -> None:
-    load = OutstandingRequests()
+    load = InFlight()
     policy = prefix_policy(load)
     pool = workers(*"abc")
     picks = [policy.choose(pool, chat("short", "hi")).id for _ in range(30)]
@@ -116,7 +116,7 @@ def test_short_prompts_are_load_balanced_instead() -> None:
 
 
 def test_an_overloaded_home_worker_sheds_to_the_least_loaded() -> None:
-    load = OutstandingRequests()
+    load = InFlight()
     policy = prefix_policy(load, affinity_slack=4, affinity_factor=1.0)
     pool = workers(*"abcd")
     request = chat(SYSTEM, "q")
@@ -132,7 +132,7 @@ def test_an_overloaded_home_worker_sheds_to_the_least_loaded() -> None:
 
 
 def test_the_bound_scales_with_load() -> None:
-    load = OutstandingRequests()
+    load = InFlight()
     policy = prefix_policy(load, affinity_slack=4, affinity_factor=1.5)
     pool = workers(*"ab")
     request = chat(SYSTEM, "q")
@@ -148,7 +148,7 @@ def test_the_bound_scales_with_load() -> None:
 
 
 def test_removing_a_worker_moves_only_its_own_prefixes() -> None:
-    load = OutstandingRequests()
+    load = InFlight()
     policy = prefix_policy(load, min_prefix_chars=64)
     pool = workers(*"abcdef")
     requests = [chat(f"Tenant {i} has its own long system prompt. " * 4, "hi") for i in range(300)]

@@ -26,7 +26,7 @@ from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.gateway.breaker import BreakerState
 from spotgate.gateway.forwarding import Forwarder, StreamReply
 from spotgate.gateway.health import PassiveHealth
-from spotgate.gateway.load import OutstandingRequests
+from spotgate.gateway.in_flight import InFlight
 from spotgate.gateway.quarantine import RequestQuarantine
 from spotgate.gateway.selection import LeastOutstanding
 from spotgate.gateway.upstream import UpstreamReply, WorkerUnreachable
@@ -119,12 +119,12 @@ class SimWorkers:
 
 def make(
     workers: SimWorkers, hosts: list[str], **options: Any
-) -> tuple[Forwarder, OutstandingRequests, PassiveHealth, WorkerRegistry]:
+) -> tuple[Forwarder, InFlight, PassiveHealth, WorkerRegistry]:
     clock = SystemClock()
     registry = WorkerRegistry(InMemoryWorkerStore(), clock)
     for host in hosts:
         registry.register(host, pool="p", model="sim-model", engine="sim", url=f"http://{host}")
-    load = OutstandingRequests()
+    load = InFlight()
     health = PassiveHealth(clock, cooldown_s=60)
     forwarder = Forwarder(registry, workers, LeastOutstanding(load), load, health, clock, **options)
     return forwarder, load, health, registry

@@ -163,7 +163,8 @@ def test_an_idle_pool_scales_to_zero_and_the_next_request_waits_for_a_worker(
         assert cold.headers["x-worker"].startswith("default-w")
 
         wait_until(lambda: stack.workers("ready") == [], 30, "the idle pool to reach zero")
-        assert "scale to zero" in str(stack.fleet()["decisions"])
+        codes = {code for d in stack.fleet()["decisions"] for code in d.get("codes", [])}
+        assert "idle_to_zero" in codes
         assert monitor(stack)["customStatus"]["desired"] == 0
 
         again = ask(client, 2)
@@ -184,7 +185,8 @@ def test_refused_spot_is_covered_by_on_demand_until_spot_returns(tmp_path: Path)
 
         wait_until(on_demand_ready, 20, "an on-demand replacement")
         assert len(stack.workers("ready")) == 2
-        assert "spot refused" in monitor(stack)["customStatus"]["why"]
+        codes = monitor(stack)["customStatus"]["decision"]["codes"]
+        assert {"spot_refused", "spot_refused_all_zones"} & set(codes), codes
 
         restore = stack.cli("fleet", "spot", "--available")
         assert restore.returncode == 0, restore.stderr

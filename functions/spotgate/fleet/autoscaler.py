@@ -5,6 +5,19 @@ the fleet monitor calls it inside a replaying orchestrator. What it must
 remember between ticks (when load last dropped, since when the pool is idle)
 lives in `AutoscalerState`, which turns into a plain dict so it can travel
 through `continue_as_new`.
+
+Every answer carries a `reason` for operators (it opens the monitor's `why`,
+and its wording may change) and a stable `code` for programs and tests; the
+codes are a contract:
+
+- `steady`: the load fits the current size.
+- `scale_up_for_load`: more workers, because the load needs them.
+- `raised_to_min`: more workers, up to `min_workers`.
+- `clamped_to_max`: fewer workers at once, down to a lowered `max_workers`.
+- `scale_down_pending`: the load needs fewer, held until the stabilisation window ends.
+- `scale_down_after_window`: fewer workers, the lower size having sufficed for the window.
+- `idle_hold`: an idle pool kept at one worker until the idle period ends.
+- `idle_to_zero`: an idle `min_workers 0` pool scaled to zero.
 """
 
 from __future__ import annotations
@@ -12,9 +25,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 from spotgate.fleet.signals import PoolSignals
+from spotgate.named_policy import NamedPolicy
 
 
 @dataclass(frozen=True)
@@ -84,43 +98,49 @@ class AutoscalerState:
         )
 
 
+STEADY = "steady"
+SCALE_UP_FOR_LOAD = "scale_up_for_load"
+RAISED_TO_MIN = "raised_to_min"
+CLAMPED_TO_MAX = "clamped_to_max"
+SCALE_DOWN_PENDING = "scale_down_pending"
+SCALE_DOWN_AFTER_WINDOW = "scale_down_after_window"
+IDLE_HOLD = "idle_hold"
+IDLE_TO_ZERO = "idle_to_zero"
+CODES = (
+    STEADY,
+    SCALE_UP_FOR_LOAD,
+    RAISED_TO_MIN,
+    CLAMPED_TO_MAX,
+    SCALE_DOWN_PENDING,
+    SCALE_DOWN_AFTER_WINDOW,
+    IDLE_HOLD,
+    IDLE_TO_ZERO,
+)
+"""Every code an autoscaler may answer with (see the module docstring)."""
+
+
 class ScaleTarget(NamedTuple):
-    """A tuple so callers can write `target, reason, state = policy.decide(...)`."""
+    """A tuple so callers can write `target, code, reason, state = policy.decide(...)`."""
 
     target: int
+    code: str
     reason: str
     state: AutoscalerState
 
 
-class Autoscaler:
-    """Turns load into a worker count for one pool."""
+class Autoscaler(NamedPolicy, family="autoscaler"):
+    """Turns load into a worker count for one pool.
 
-    registry: ClassVar[dict[str, type[Autoscaler]]] = {}
-    name: ClassVar[str]
-    default: ClassVar[str] = "queue-depth"
-
-    def __init_subclass__(cls, *, name: str, **kwargs: object) -> None:
-        super().__init_subclass__(**kwargs)
-        cls.name = name
-        Autoscaler.registry[name] = cls
+    `Autoscaler.make(name, config)` builds the one registered as `name` (default: queue-depth).
+    """
 
     def __init__(self, config: AutoscalerConfig | None = None) -> None:
         self.config = config or AutoscalerConfig()
 
-    @classmethod
-    def make(cls, name: str | None = None, config: AutoscalerConfig | None = None) -> Autoscaler:
-        name = name or cls.default
-        try:
-            policy = cls.registry[name]
-        except KeyError:
-            known = ", ".join(sorted(cls.registry))
-            raise ValueError(f"unknown autoscaler {name!r}; known: {known}") from None
-        return policy(config)
-
     def decide(self, signals: PoolSignals, state: AutoscalerState | None = None) -> ScaleTarget:
         raise NotImplementedError
 
-    def load(self, signals: PoolSignals) -> float:
+    def demand(self, signals: PoolSignals) -> float:
         """Work the pool must serve: running, queued at the gateway, queued in engines, batch.
 
         Running is the larger of this gateway's count and the engines' own: with
@@ -138,7 +158,7 @@ class Autoscaler:
         return AutoscalerState.from_dict(data)
 
 
-class QueueDepth(Autoscaler, name="queue-depth"):
+class QueueDepth(Autoscaler, name="queue-depth", default=True):
     """Enough workers that each carries about `target_concurrency_per_worker` requests.
 
     Load is the gateway's in-flight requests plus its admission queue plus the
@@ -153,7 +173,7 @@ class QueueDepth(Autoscaler, name="queue-depth"):
         cfg = self.config
         state = state or AutoscalerState()
         now = signals.now
-        load = self.load(signals)
+        load = self.demand(signals)
         wanted = cfg.clamp(math.ceil(load / cfg.target_concurrency_per_worker))
         current = state.target if state.target is not None else signals.live_total
         idle_since = (
@@ -163,32 +183,37 @@ class QueueDepth(Autoscaler, name="queue-depth"):
         fresh = replace(state, lower_since=None, lower_peak=None)
 
         if current > cfg.max_workers:
-            return self._result(cfg.max_workers, f"clamped to max_workers {cfg.max_workers}", fresh)
+            why = f"clamped to max_workers {cfg.max_workers}"
+            return self._result(cfg.max_workers, CLAMPED_TO_MAX, why, fresh)
         if wanted >= current:
             if wanted > current:
-                why = f"scale up: load {load:g} needs {wanted}"
                 if wanted == cfg.min_workers and current < cfg.min_workers:
                     why = f"raised to min_workers {cfg.min_workers}"
-                return self._result(wanted, why, fresh)
-            return self._result(current, f"steady: load {load:g} fits {current}", fresh)
+                    return self._result(wanted, RAISED_TO_MIN, why, fresh)
+                why = f"scale up: load {load:g} needs {wanted}"
+                return self._result(wanted, SCALE_UP_FOR_LOAD, why, fresh)
+            why = f"steady: load {load:g} fits {current}"
+            return self._result(current, STEADY, why, fresh)
 
         if wanted == 0 and idle_since is not None and now - idle_since >= cfg.idle_to_zero_s:
-            return self._result(0, f"scale to zero: idle for {now - idle_since:g}s", fresh)
+            why = f"scale to zero: idle for {now - idle_since:g}s"
+            return self._result(0, IDLE_TO_ZERO, why, fresh)
         floor = max(wanted, 1) if cfg.min_workers == 0 and current >= 1 else wanted
         if floor >= current:
             left = cfg.idle_to_zero_s - (now - (idle_since if idle_since is not None else now))
-            return self._result(current, f"idle: zero after {left:g}s more", fresh)
+            return self._result(current, IDLE_HOLD, f"idle: zero after {left:g}s more", fresh)
 
         since = state.lower_since if state.lower_since is not None else now
         peak = max(floor, state.lower_peak if state.lower_peak is not None else floor)
         held = now - since
         if held >= cfg.scale_down_stabilisation_s:
             why = f"scale down: {peak} has sufficed for {held:g}s"
-            return self._result(peak, why, fresh)
+            return self._result(peak, SCALE_DOWN_AFTER_WINDOW, why, fresh)
         left = cfg.scale_down_stabilisation_s - held
         why = f"holding {current}: load {load:g} needs {floor}, scale down in {left:g}s"
-        return self._result(current, why, replace(state, lower_since=since, lower_peak=peak))
+        pending = replace(state, lower_since=since, lower_peak=peak)
+        return self._result(current, SCALE_DOWN_PENDING, why, pending)
 
     @staticmethod
-    def _result(target: int, reason: str, state: AutoscalerState) -> ScaleTarget:
-        return ScaleTarget(target, reason, replace(state, target=target))
+    def _result(target: int, code: str, reason: str, state: AutoscalerState) -> ScaleTarget:
+        return ScaleTarget(target, code, reason, replace(state, target=target))

@@ -5,23 +5,48 @@ A mix policy splits the autoscaler's total into spot and on-demand targets,
 places spot across zones, and names the workers to drain when the pool shrinks
 or swaps on-demand back for spot. It is pure, like the autoscaler: time comes
 from the signals and its memory is a small JSON-able `CapacityMixState`.
+
+Its plan (`CapacityPlan`) says why in two forms: `reason`, the text an
+operator reads in the monitor's `why` (its wording may change), which always
+opens with the head "spot a->b, on-demand c->d", and `codes`, one stable code
+per further part of that text, in the same order. The codes are a contract:
+
+- `spot_refused`: spot was refused in some zones; the others are still tried.
+  Text: "spot refused in zone 1 (sku_not_available)".
+- `spot_refused_all_zones`: every zone refused spot; on-demand fills the gap.
+  Text: "spot refused in all zones, on-demand fills 1".
+- `eviction_burst`: evictions came in a burst; on-demand fills the gap.
+- `on_demand_kept`: spot is healthy again, on-demand is kept for the cool-down.
+- `releasing_on_demand`: spot has been healthy for the cool-down; on-demand goes.
+- `overprovision_for_risk`: extra spot is asked for while evictions are frequent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
-from spotgate.fleet.scaling_decision import (
-    NOOP,
-    REPLACE,
-    SCALE_DOWN,
-    SCALE_UP,
-    ScalingDecision,
-)
+from spotgate.fleet.capacity_plan import NOOP, REPLACE, SCALE_DOWN, SCALE_UP, CapacityPlan
 from spotgate.fleet.signals import ON_DEMAND, SPOT, CapacityFailure, PoolSignals, WorkerSignal
 from spotgate.fleet.worker import WorkerState
+from spotgate.named_policy import NamedPolicy
+
+SPOT_REFUSED = "spot_refused"
+SPOT_REFUSED_ALL_ZONES = "spot_refused_all_zones"
+EVICTION_BURST = "eviction_burst"
+ON_DEMAND_KEPT = "on_demand_kept"
+RELEASING_ON_DEMAND = "releasing_on_demand"
+OVERPROVISION_FOR_RISK = "overprovision_for_risk"
+CODES = (
+    SPOT_REFUSED,
+    SPOT_REFUSED_ALL_ZONES,
+    EVICTION_BURST,
+    ON_DEMAND_KEPT,
+    RELEASING_ON_DEMAND,
+    OVERPROVISION_FOR_RISK,
+)
+"""Every code a capacity mix may give (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -72,34 +97,18 @@ class CapacityMixState:
 
 
 class MixResult(NamedTuple):
-    decision: ScalingDecision
+    plan: CapacityPlan
     state: CapacityMixState
 
 
-class CapacityMix:
-    """Splits a desired total into spot and on-demand, by zone, and picks workers to drain."""
+class CapacityMix(NamedPolicy, family="capacity mix"):
+    """Splits a desired total into spot and on-demand, by zone, and picks workers to drain.
 
-    registry: ClassVar[dict[str, type[CapacityMix]]] = {}
-    name: ClassVar[str]
-    default: ClassVar[str] = "spot-first"
-
-    def __init_subclass__(cls, *, name: str, **kwargs: object) -> None:
-        super().__init_subclass__(**kwargs)
-        cls.name = name
-        CapacityMix.registry[name] = cls
+    `CapacityMix.make(name, config)` builds the one registered as `name` (default: spot-first).
+    """
 
     def __init__(self, config: CapacityMixConfig | None = None) -> None:
         self.config = config or CapacityMixConfig()
-
-    @classmethod
-    def make(cls, name: str | None = None, config: CapacityMixConfig | None = None) -> CapacityMix:
-        name = name or cls.default
-        try:
-            policy = cls.registry[name]
-        except KeyError:
-            known = ", ".join(sorted(cls.registry))
-            raise ValueError(f"unknown capacity mix {name!r}; known: {known}") from None
-        return policy(config)
 
     def decide(
         self, desired: int, signals: PoolSignals, state: CapacityMixState | None = None
@@ -115,7 +124,7 @@ class CapacityMix:
         return CapacityMixState.from_dict(data)
 
 
-class SpotFirst(CapacityMix, name="spot-first"):
+class SpotFirst(CapacityMix, name="spot-first", default=True):
     """Spot by default; on-demand fills in while spot is refused or being evicted in bursts.
 
     On-demand taken as a fallback is sticky until spot has been trouble-free
@@ -174,27 +183,32 @@ class SpotFirst(CapacityMix, name="spot-first"):
         fallback = trouble_at is not None and now - trouble_at < cfg.spot_healthy_cooldown_s
 
         base = min(cfg.base_on_demand, desired)
-        reasons: list[str] = []
+        reasons: list[tuple[str, str]] = []  # (code, text)
         if fallback:
             gap = max(0, desired - base - len(spot_live))
             on_demand = min(desired, max(base + gap, od_live))
             if spot_refused:
-                reasons.append(f"spot refused in all zones, on-demand fills {on_demand - base}")
+                fills = f"spot refused in all zones, on-demand fills {on_demand - base}"
+                reasons.append((SPOT_REFUSED_ALL_ZONES, fills))
             if burst:
-                reasons.append(f"{len(recent)} evictions in {cfg.eviction_window_s:g}s")
+                burst_text = f"{len(recent)} evictions in {cfg.eviction_window_s:g}s"
+                reasons.append((EVICTION_BURST, burst_text))
             if not (spot_refused or burst):
                 left = cfg.spot_healthy_cooldown_s - (now - (trouble_at or now))
-                reasons.append(f"spot healthy again, on-demand kept {left:g}s more")
+                kept = f"spot healthy again, on-demand kept {left:g}s more"
+                reasons.append((ON_DEMAND_KEPT, kept))
         else:
             on_demand = base
             if od_live > base:
-                reasons.append("spot healthy for the cool-down, releasing on-demand")
+                releasing = "spot healthy for the cool-down, releasing on-demand"
+                reasons.append((RELEASING_ON_DEMAND, releasing))
         if failures and not spot_refused:
-            reasons.insert(0, _refused_where(failures))
+            reasons.insert(0, (SPOT_REFUSED, _refused_where(failures)))
         spot = desired - on_demand
         if at_risk and not spot_refused and desired > 0 and cfg.overprovision_spot > 0:
             spot += cfg.overprovision_spot
-            reasons.append(f"+{cfg.overprovision_spot} spot for eviction risk")
+            extra = f"+{cfg.overprovision_spot} spot for eviction risk"
+            reasons.append((OVERPROVISION_FOR_RISK, extra))
 
         cooling = {e.zone for e in signals.evictions if e.zone and now - e.at < cfg.zone_cooldown_s}
         refused_zones = {z for z in failed_zones if z is not None}
@@ -210,16 +224,16 @@ class SpotFirst(CapacityMix, name="spot-first"):
         else:
             op = NOOP
         head = f"spot {len(spot_live)}->{spot}, on-demand {od_live}->{on_demand}"
-        reason = "; ".join([head, *reasons])
-        decision = ScalingDecision(
+        plan = CapacityPlan(
             op=op,
             spot_target=spot,
             on_demand_target=on_demand,
             per_zone=per_zone,
             drain=drain,
-            reason=reason,
+            reason="; ".join([head, *(text for _, text in reasons)]),
+            codes=[code for code, _ in reasons],
         )
-        return MixResult(decision, new_state)
+        return MixResult(plan, new_state)
 
     def _place(
         self, spot: int, spot_live: list[WorkerSignal], refused: set[str], cooling: set[str]

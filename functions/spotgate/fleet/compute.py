@@ -14,7 +14,7 @@ records it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -73,21 +73,24 @@ class CapacityError(Exception):
 
 @dataclass(frozen=True)
 class ProvisionRequest:
+    """Add `count` workers of a priority in a zone (None: no zone) to a pool: one scale set."""
+
     pool: str
     priority: str
     zone: str | None
     count: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The activity payload, keys in the order the monitor has always written them."""
         return {
-            "pool": self.pool,
             "priority": self.priority,
             "zone": self.zone,
             "count": self.count,
+            "pool": self.pool,
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ProvisionRequest:
+    def from_dict(cls, data: Mapping[str, Any]) -> ProvisionRequest:
         zone = data.get("zone")
         return cls(
             pool=str(data["pool"]),

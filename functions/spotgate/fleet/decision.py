@@ -5,7 +5,17 @@ of the observation and the monitor's state: no clock, no I/O. It is then
 acted on by activities, written to the journal and shown in the custom
 status, which is why it converts to and from plain JSON types. `reason` is
 the sentence an operator reads first: the autoscaler's why, the mix's why,
-and what happened to the pool since the last tick.
+the actions, and what happened to the pool since the last tick. Its wording
+is for people and may change; `codes` are the stable reasons behind it, for
+programs and tests, in the order of the text: the autoscaler's code (one of
+`autoscaler.CODES`), the capacity mix's codes (`capacity_mix.CODES`), then one
+per kind of deletion (`planner.DELETE_CODES`). A decision written before
+codes existed reads back with none.
+
+The JSON keeps the shape the monitor has always written (custom status,
+journal, orchestration history): `provision` entries are
+`{"priority", "zone", "count", "pool"}` and `delete` entries
+`{"worker_id", "why"}`, which is also what the activities receive.
 """
 
 from __future__ import annotations
@@ -14,11 +24,28 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from spotgate.fleet.compute import ProvisionRequest
 from spotgate.fleet.observation import PoolObservation
 from spotgate.fleet.worker import WorkerState
 
 _COUNTS = (WorkerState.READY, WorkerState.DRAINING, WorkerState.PROVISIONING)
-_LISTS = ("provision", "drain", "delete", "expired", "evicting", "new_evictions", "changes")
+_NAMES = ("drain", "expired", "evicting", "new_evictions", "changes", "codes")
+"""The list fields that hold plain strings."""
+
+
+@dataclass(frozen=True)
+class DeleteRequest:
+    """One worker the monitor deletes this tick, and why (the registry keeps the why)."""
+
+    worker_id: str
+    why: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"worker_id": self.worker_id, "why": self.why}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeleteRequest:
+        return cls(worker_id=str(data["worker_id"]), why=str(data.get("why") or ""))
 
 
 @dataclass(frozen=True)
@@ -38,23 +65,32 @@ class Decision:
     spot_target: int = 0
     on_demand_target: int = 0
     per_zone: dict[str, int] = field(default_factory=dict)
-    provision: list[dict[str, Any]] = field(default_factory=list)
+    provision: list[ProvisionRequest] = field(default_factory=list)
     drain: list[str] = field(default_factory=list)
-    delete: list[dict[str, str]] = field(default_factory=list)
+    delete: list[DeleteRequest] = field(default_factory=list)
     dry_run: bool = False
     expired: list[str] = field(default_factory=list)
     evicting: list[str] = field(default_factory=list)
     new_evictions: list[str] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["provision"] = [p.to_dict() for p in self.provision]  # their wire shape
+        data["delete"] = [d.to_dict() for d in self.delete]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Decision:
-        fields = cls.__dataclass_fields__
-        values = {k: v for k, v in data.items() if k in fields}
-        for name in _LISTS:
+        known = cls.__dataclass_fields__
+        values = {k: v for k, v in data.items() if k in known}
+        pool = values.get("pool")
+        values["provision"] = [
+            ProvisionRequest.from_dict({"pool": pool, **p}) for p in values.get("provision") or []
+        ]
+        values["delete"] = [DeleteRequest.from_dict(d) for d in values.get("delete") or []]
+        for name in _NAMES:
             values[name] = list(values.get(name) or [])
         values["per_zone"] = dict(values.get("per_zone") or {})
         return cls(**values)

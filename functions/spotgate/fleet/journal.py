@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from typing import Any, Protocol, overload
+from typing import Any, Protocol
 
 from spotgate.fleet.signals import CapacityFailure, EvictionSignal
 
@@ -75,16 +75,6 @@ class InMemoryFleetJournal:
 
     def __len__(self) -> int:
         return len(self._decisions)
-
-    @overload
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
-
-    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
-        """List-style reads of the decisions, so tests can write `journal[-1]`."""
-        return list(self._decisions)[index]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(list(self._decisions))

@@ -22,7 +22,7 @@ from spotgate.fleet.worker import Worker, WorkerState
 
 
 @dataclass(frozen=True)
-class PoolLoad:
+class PoolDemand:
     """Demand the gateway sees for a pool: requests running, requests queued, batch backlog."""
 
     admission_queue_depth: int = 0
@@ -30,10 +30,10 @@ class PoolLoad:
     batch_queue_depth: int = 0
 
 
-class PoolLoadSource(Protocol):
+class DemandSource(Protocol):
     """Where a pool's demand is read: this gateway's admission queue, or Azure Monitor."""
 
-    async def load(self, pool: str) -> PoolLoad: ...
+    async def of(self, pool: str) -> PoolDemand: ...
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def observe_pool(
     *,
     heartbeat_timeout_s: float,
     now: float,
-    load: PoolLoad | None = None,
+    demand: PoolDemand | None = None,
     in_flight: Callable[[str], int] = lambda _worker_id: 0,
     evictions: Iterable[EvictionSignal] = (),
     capacity_failures: Iterable[CapacityFailure] = (),
@@ -184,14 +184,14 @@ def observe_pool(
         lost = [
             (w.id, w.state_changed_at) for w in registry.in_pool(pool) if w.lost and w.id in running
         ]
-    load = load or PoolLoad()
+    demand = demand or PoolDemand()
     members = registry.in_pool(pool)
     signals = PoolSignals.build(
         pool,
         now,
-        admission_queue_depth=load.admission_queue_depth,
-        gateway_in_flight=load.gateway_in_flight,
-        batch_queue_depth=load.batch_queue_depth,
+        admission_queue_depth=demand.admission_queue_depth,
+        gateway_in_flight=demand.gateway_in_flight,
+        batch_queue_depth=demand.batch_queue_depth,
         workers=[worker_signal(w, in_flight(w.id)) for w in members if w.state != WorkerState.GONE],
         evictions=evictions,
         capacity_failures=capacity_failures,

@@ -189,9 +189,6 @@ class Admission:
         state = self._pools.get(pool)
         return len(state.waiters) if state else 0
 
-    def waiting_total(self) -> int:
-        return sum(len(state.waiters) for state in self._pools.values())
-
     def in_use(self, pool: str) -> int:
         state = self._pools.get(pool)
         return state.in_use if state else 0

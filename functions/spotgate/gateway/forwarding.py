@@ -31,7 +31,7 @@ from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.worker import Worker
 from spotgate.gateway.breaker import is_connection_refused
 from spotgate.gateway.health import PassiveHealth
-from spotgate.gateway.load import OutstandingRequests
+from spotgate.gateway.in_flight import InFlight
 from spotgate.gateway.quarantine import RequestQuarantine
 from spotgate.gateway.relay import Relay
 from spotgate.gateway.selection import SelectionPolicy
@@ -78,7 +78,7 @@ class Forwarder:
         registry: WorkerRegistry,
         upstream: UpstreamClient,
         policy: SelectionPolicy,
-        load: OutstandingRequests,
+        load: InFlight,
         health: PassiveHealth,
         clock: Clock,
         *,

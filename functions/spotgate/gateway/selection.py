@@ -7,10 +7,11 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from spotgate.fleet.worker import Worker
-from spotgate.gateway.load import OutstandingRequests
+from spotgate.gateway.in_flight import InFlight
+from spotgate.named_policy import NamedPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,41 +24,26 @@ class PolicyOptions:
     affinity_factor: float = 1.25
 
 
-class SelectionPolicy:
-    """Picks the worker for one request among the candidates routing allows."""
+class SelectionPolicy(NamedPolicy, family="selection policy"):
+    """Picks the worker for one request among the candidates routing allows.
 
-    registry: ClassVar[dict[str, type[SelectionPolicy]]] = {}
-    name: ClassVar[str]
+    `SelectionPolicy.make(name, in_flight, options)` builds the policy registered as `name`;
+    the family has no default of its own (the settings name one).
+    """
 
-    def __init_subclass__(cls, *, name: str, **kwargs: object) -> None:
-        super().__init_subclass__(**kwargs)
-        cls.name = name
-        SelectionPolicy.registry[name] = cls
-
-    def __init__(self, load: OutstandingRequests, options: PolicyOptions | None = None) -> None:
-        self.load = load
+    def __init__(self, in_flight: InFlight, options: PolicyOptions | None = None) -> None:
+        self.in_flight = in_flight
         self.options = options or PolicyOptions()
 
     def choose(self, candidates: Sequence[Worker], request: dict[str, object]) -> Worker:
         raise NotImplementedError
 
-    @classmethod
-    def make(
-        cls, name: str, load: OutstandingRequests, options: PolicyOptions | None = None
-    ) -> SelectionPolicy:
-        try:
-            policy = cls.registry[name]
-        except KeyError:
-            known = ", ".join(sorted(cls.registry))
-            raise ValueError(f"unknown selection policy {name!r}; known: {known}") from None
-        return policy(load, options)
-
 
 class LeastOutstanding(SelectionPolicy, name="least-outstanding"):
     """Fewest requests in flight from this gateway; ties rotate so equal workers share load."""
 
-    def __init__(self, load: OutstandingRequests, options: PolicyOptions | None = None) -> None:
-        super().__init__(load, options)
+    def __init__(self, in_flight: InFlight, options: PolicyOptions | None = None) -> None:
+        super().__init__(in_flight, options)
         self._turn = itertools.count()
 
     def choose(self, candidates: Sequence[Worker], request: dict[str, object]) -> Worker:
@@ -65,10 +51,10 @@ class LeastOutstanding(SelectionPolicy, name="least-outstanding"):
             return candidates[0]
         offset = next(self._turn) % len(candidates)
         best = candidates[offset]
-        best_load = self.load.of(best.id)
+        best_load = self.in_flight.of(best.id)
         for i in range(1, len(candidates)):
             worker = candidates[(offset + i) % len(candidates)]
-            load = self.load.of(worker.id)
+            load = self.in_flight.of(worker.id)
             if load < best_load:
                 best, best_load = worker, load
         return best
@@ -129,9 +115,9 @@ class PrefixAffinity(SelectionPolicy, name="prefix-affinity"):
     Short prefixes gain little from a cache hit, so they are just load-balanced.
     """
 
-    def __init__(self, load: OutstandingRequests, options: PolicyOptions | None = None) -> None:
-        super().__init__(load, options)
-        self._fallback = LeastOutstanding(load)
+    def __init__(self, in_flight: InFlight, options: PolicyOptions | None = None) -> None:
+        super().__init__(in_flight, options)
+        self._fallback = LeastOutstanding(in_flight)
 
     def choose(self, candidates: Sequence[Worker], request: dict[str, object]) -> Worker:
         if len(candidates) == 1:
@@ -141,11 +127,11 @@ class PrefixAffinity(SelectionPolicy, name="prefix-affinity"):
             return self._fallback.choose(candidates, request)
         key = hashlib.blake2b(prefix.encode(), digest_size=16).digest()
         home = max(candidates, key=lambda w: _score(key, w))
-        idlest = min(self.load.of(w.id) for w in candidates)
+        idlest = min(self.in_flight.of(w.id) for w in candidates)
         bound = max(
             idlest + self.options.affinity_slack,
             math.floor(idlest * self.options.affinity_factor),
         )
-        if self.load.of(home.id) <= bound:
+        if self.in_flight.of(home.id) <= bound:
             return home
         return self._fallback.choose(candidates, request)

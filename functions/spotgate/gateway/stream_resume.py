@@ -22,7 +22,7 @@ from typing import Any
 
 from spotgate.fleet.worker import Worker
 from spotgate.gateway.health import PassiveHealth
-from spotgate.gateway.load import OutstandingRequests
+from spotgate.gateway.in_flight import InFlight
 from spotgate.gateway.quarantine import RequestQuarantine
 from spotgate.gateway.relay import Relay
 from spotgate.gateway.sse_progress import SseRelay, StreamProgress
@@ -74,7 +74,7 @@ class _Lease:
 
     __slots__ = ("_load", "_released", "stream", "worker")
 
-    def __init__(self, load: OutstandingRequests, worker: Worker, stream: UpstreamStream) -> None:
+    def __init__(self, load: InFlight, worker: Worker, stream: UpstreamStream) -> None:
         self._load = load
         self.hold(worker, stream)
 
@@ -100,7 +100,7 @@ class StreamRelays:
     def __init__(
         self,
         health: PassiveHealth,
-        load: OutstandingRequests,
+        load: InFlight,
         reopen: Reopen,
         quarantine: RequestQuarantine,
         *,

@@ -6,29 +6,29 @@ from dataclasses import dataclass
 
 import pytest
 
-from spotgate.adapters.azure.azure_pool_load import AzurePoolLoad
-from spotgate.adapters.azure.fleet_services import azure_fleet_services
-from spotgate.adapters.azure.monitor_signals import GatewayLoad
+from spotgate.adapters.azure.azure_demand import AzureDemand
+from spotgate.adapters.azure.monitor_signals import GatewayDemand
 from spotgate.adapters.azure.vmss_compute import VmssCompute
-from spotgate.fleet.observation import PoolLoad
+from spotgate.fleet.observation import PoolDemand
 from spotgate.fleet.store import InMemoryWorkerStore
-from spotgate.runtime import build_runtime
+from spotgate.hosts.azure_fleet import azure_fleet_services
+from spotgate.hosts.gateway import build_runtime
 from spotgate.settings import Settings
 
 
 @dataclass
 class Fixed:
-    load_now: PoolLoad
+    load_now: PoolDemand
 
-    async def load(self, pool: str) -> PoolLoad:
+    async def of(self, pool: str) -> PoolDemand:
         return self.load_now
 
 
 @dataclass
 class FakeMonitor:
-    seen: GatewayLoad
+    seen: GatewayDemand
 
-    async def gateway_load(self, pool: str) -> GatewayLoad:
+    async def gateway_load(self, pool: str) -> GatewayDemand:
         return self.seen
 
 
@@ -43,30 +43,30 @@ class FakeQueue:
 
 
 async def test_the_larger_of_this_instance_and_azure_monitor_wins() -> None:
-    source = AzurePoolLoad(
-        Fixed(PoolLoad(admission_queue_depth=5, gateway_in_flight=2)),
-        monitor=FakeMonitor(GatewayLoad(admission_queue_depth=1, gateway_in_flight=9)),  # type: ignore[arg-type]
+    source = AzureDemand(
+        Fixed(PoolDemand(admission_queue_depth=5, gateway_in_flight=2)),
+        monitor=FakeMonitor(GatewayDemand(admission_queue_depth=1, gateway_in_flight=9)),  # type: ignore[arg-type]
         batch=FakeQueue(7),  # type: ignore[arg-type]
     )
-    assert await source.load("gpu") == PoolLoad(5, 9, 7)
+    assert await source.of("gpu") == PoolDemand(5, 9, 7)
 
 
 async def test_an_unmeasured_monitor_answer_is_not_taken_for_idle() -> None:
-    source = AzurePoolLoad(
-        Fixed(PoolLoad(admission_queue_depth=3, gateway_in_flight=4)),
-        monitor=FakeMonitor(GatewayLoad(0, 0, measured=False)),  # type: ignore[arg-type]
+    source = AzureDemand(
+        Fixed(PoolDemand(admission_queue_depth=3, gateway_in_flight=4)),
+        monitor=FakeMonitor(GatewayDemand(0, 0, measured=False)),  # type: ignore[arg-type]
     )
-    assert await source.load("gpu") == PoolLoad(3, 4, 0)
+    assert await source.of("gpu") == PoolDemand(3, 4, 0)
 
 
 async def test_an_unreadable_batch_queue_costs_only_the_batch_signal(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    source = AzurePoolLoad(
-        Fixed(PoolLoad(1, 1)),
+    source = AzureDemand(
+        Fixed(PoolDemand(1, 1)),
         batch=FakeQueue(OSError("storage down")),  # type: ignore[arg-type]
     )
-    assert await source.load("gpu") == PoolLoad(1, 1, 0)
+    assert await source.of("gpu") == PoolDemand(1, 1, 0)
     assert "storage down" in caplog.text
 
 
@@ -74,7 +74,7 @@ async def test_without_a_subscription_the_monitor_decides_but_cannot_act() -> No
     runtime = build_runtime(Settings(compute="azure"), InMemoryWorkerStore())
     services = azure_fleet_services(runtime)()
     assert services.compute is None
-    assert services.load_source is not None  # load is still read, so decisions still explain
+    assert services.demand is not None  # load is still read, so decisions still explain
     await runtime.close()
 
 

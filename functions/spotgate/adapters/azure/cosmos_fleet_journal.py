@@ -43,7 +43,7 @@ import math
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any, overload
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -238,19 +238,6 @@ class CosmosFleetJournal(WriteBehindStore):
 
     def __len__(self) -> int:
         return len(self._window())
-
-    @overload
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
-
-    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
-        """List-style reads of the decisions, so it stands in for the in-memory log (`j[-1]`)."""
-        window = self._window()
-        if isinstance(index, slice):
-            return self._docs(window[index])
-        return self._docs([window[index]])[0]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self._docs(self._window()))

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, overload
+from typing import Any
 
 import orjson
 
@@ -207,16 +207,6 @@ class SqliteFleetJournal:
                 (self._max_decisions,),
             ).fetchone()
         return int(row[0])
-
-    @overload
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
-
-    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
-        """List-style reads of the decisions, so it stands in for the in-memory log (`j[-1]`)."""
-        return self._window()[index]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self._window())

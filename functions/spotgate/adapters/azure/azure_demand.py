@@ -13,15 +13,15 @@ import logging
 
 from spotgate.adapters.azure.monitor_signals import MonitorSignals
 from spotgate.adapters.azure.queue_depth import StorageQueueDepth
-from spotgate.fleet.observation import PoolLoad, PoolLoadSource
+from spotgate.fleet.observation import DemandSource, PoolDemand
 
 log = logging.getLogger("spotgate.fleet")
 
 
-class AzurePoolLoad:
+class AzureDemand:
     def __init__(
         self,
-        in_process: PoolLoadSource,
+        in_process: DemandSource,
         *,
         monitor: MonitorSignals | None = None,
         batch: StorageQueueDepth | None = None,
@@ -30,8 +30,8 @@ class AzurePoolLoad:
         self._monitor = monitor
         self._batch = batch
 
-    async def load(self, pool: str) -> PoolLoad:
-        local = await self._in_process.load(pool)
+    async def of(self, pool: str) -> PoolDemand:
+        local = await self._in_process.of(pool)
         queued, in_flight = local.admission_queue_depth, local.gateway_in_flight
         if self._monitor is not None:
             seen = await self._monitor.gateway_load(pool)
@@ -44,6 +44,6 @@ class AzurePoolLoad:
                 batch = await self._batch.depth(pool)
             except Exception as exc:  # an unreadable backlog must not stop the pool's tick
                 log.warning("batch queue depth of %s unavailable: %s", pool, exc)
-        return PoolLoad(
+        return PoolDemand(
             admission_queue_depth=queued, gateway_in_flight=in_flight, batch_queue_depth=batch
         )

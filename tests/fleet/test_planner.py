@@ -1,25 +1,30 @@
-"""The reconciler's tick plan: what an operator sees the fleet monitor do to a pool.
+"""The tick planner: what an operator sees the fleet monitor do to a pool.
 
 Each test feeds `plan_tick` observations as the monitor would (one per tick,
 threading the returned state and decision into the next) and checks the
-actions it lists: provision requests, drains, deletions with their reasons.
+actions it lists (provision requests, drains, deletions) and the reason codes
+behind them; a few check the words an operator reads in `why`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from spotgate.fleet import planner
 from spotgate.fleet.autoscaler import AutoscalerConfig
 from spotgate.fleet.capacity_mix import CapacityMixConfig
-from spotgate.fleet.decision import Decision
+from spotgate.fleet.compute import ProvisionRequest
+from spotgate.fleet.decision import Decision, DeleteRequest
 from spotgate.fleet.fleet_policy import FleetPolicyConfig
 from spotgate.fleet.observation import PoolObservation
-from spotgate.fleet.reconciler import PolicyState, TickPlan, plan_tick
+from spotgate.fleet.planner import DELETE_CODES, PolicyState, TickPlan, plan_tick
 from spotgate.fleet.signals import (
     ON_DEMAND,
     SPOT,
@@ -29,6 +34,7 @@ from spotgate.fleet.signals import (
     WorkerSignal,
 )
 
+README = Path(__file__).resolve().parents[2] / "README.md"
 T0 = 1_700_000_000.0
 POOL = "pool-a"
 ZONES = ("1", "2", "3")
@@ -127,13 +133,22 @@ def provisioned(decision: Decision, priority: str = SPOT) -> Counter[str | None]
     """Workers requested per zone for one priority."""
     out: Counter[str | None] = Counter()
     for request in decision.provision:
-        if request["priority"] == priority:
-            out[request["zone"]] += request["count"]
+        if request.priority == priority:
+            out[request.zone] += request.count
     return out
 
 
-def deletes(decision: Decision) -> dict[str, str]:
-    return {d["worker_id"]: d["why"] for d in decision.delete}
+def deleted(decision: Decision) -> list[str]:
+    return [d.worker_id for d in decision.delete]
+
+
+def delete_codes(decision: Decision) -> list[str]:
+    return [c for c in decision.codes if c in DELETE_CODES]
+
+
+def whys(decision: Decision) -> dict[str, str]:
+    """Each deleted worker's reason, as the registry records it."""
+    return {d.worker_id: d.why for d in decision.delete}
 
 
 # --- scale up ---------------------------------------------------------------------------
@@ -144,17 +159,16 @@ def test_empty_pool_is_raised_to_min_workers_on_spot_in_distinct_zones() -> None
 
     assert decision.provision, decision.reason
     for request in decision.provision:
-        assert set(request) == {"pool", "priority", "zone", "count"}
-        assert request["pool"] == POOL and request["priority"] == SPOT and request["count"] >= 1
-    assert sum(r["count"] for r in decision.provision) == 2
-    zones = [r["zone"] for r in decision.provision for _ in range(r["count"])]
+        assert set(request.to_dict()) == {"pool", "priority", "zone", "count"}
+        assert request.pool == POOL and request.priority == SPOT and request.count >= 1
+    assert sum(r.count for r in decision.provision) == 2
+    zones = [r.zone for r in decision.provision for _ in range(r.count)]
     assert len(set(zones)) == 2 and set(zones) <= set(ZONES)
     assert (decision.desired, decision.actual, decision.spot_target) == (2, 0, 2)
     assert decision.action == "scale_up"
     assert decision.drain == [] and decision.delete == []
-    assert "raised to min_workers 2" in decision.reason
-    for request in decision.provision:
-        assert f"provision 1 spot zone {request['zone']}" in decision.reason
+    assert decision.codes == ["raised_to_min"]
+    assert [r.count for r in decision.provision] == [1, 1]
 
 
 # (gateway in flight, admission queue, ready workers, max_workers, expected desired size)
@@ -177,8 +191,8 @@ def test_a_load_step_is_provisioned_in_the_same_tick(name: str) -> None:
 
     assert decision.desired == expected == min(max_workers, math.ceil((in_flight + queued) / 4))
     assert decision.load == in_flight + queued
-    assert sum(r["count"] for r in decision.provision) == expected - live
-    assert {r["priority"] for r in decision.provision} == {SPOT}
+    assert sum(r.count for r in decision.provision) == expected - live
+    assert {r.priority for r in decision.provision} == {SPOT}
     # what runs plus what was asked for is exactly the placement the mix chose
     placed = Counter(w.zone for w in workers) + provisioned(decision)
     assert dict(placed) == {z: n for z, n in decision.per_zone.items() if n}
@@ -226,12 +240,11 @@ def test_scale_down_waits_for_the_window_then_drains_the_idle_worker_only() -> N
     for decision in (first, before):
         assert decision.desired == 2
         assert decision.drain == [] and decision.delete == [] and decision.provision == []
-        assert "holding 2" in decision.reason
+        assert decision.codes == ["scale_down_pending"]
     assert at_window.desired == 1 and at_window.action == "scale_down"
     assert at_window.drain == ["idle"]
     assert at_window.delete == [] and at_window.provision == []
-    assert "scale down: 1 has sufficed for 300s" in at_window.reason
-    assert "drain idle" in at_window.reason
+    assert at_window.codes == ["scale_down_after_window"]
 
 
 def test_scale_down_drains_the_idle_worker_whatever_zone_it_is_in() -> None:
@@ -250,31 +263,29 @@ def _after_drain(at: float, draining: WorkerSignal) -> Decision:
 def test_a_drained_worker_with_nothing_in_flight_is_deleted_next_tick() -> None:
     decision = _after_drain(310, spot("idle", "2", "draining", since=300))
 
-    assert deletes(decision) == {"idle": "drained"}
+    assert deleted(decision) == ["idle"] and delete_codes(decision) == ["delete_drained"]
     assert decision.drain == [] and decision.provision == []
-    assert "delete idle (drained)" in decision.reason
     assert (decision.ready, decision.draining, decision.actual) == (1, 1, 1)
 
 
-# (seconds after T0 of the tick, expected deletion reason or None) for a worker that started
-# draining at 300 s with 2 requests still in flight; drain_timeout_s is 300
-DRAIN_DEADLINE: dict[str, tuple[float, str | None]] = {
-    "just after the drain started": (310, None),
-    "a second before the deadline": (599, None),
-    "at the deadline": (600, "drain deadline (2 still in flight)"),
-    "long after the deadline": (5000, "drain deadline (2 still in flight)"),
+# (seconds after T0 of the tick, deleted?) for a worker that started draining at 300 s
+# with 2 requests still in flight; drain_timeout_s is 300
+DRAIN_DEADLINE: dict[str, tuple[float, bool]] = {
+    "just after the drain started": (310, False),
+    "a second before the deadline": (599, False),
+    "at the deadline": (600, True),
+    "long after the deadline": (5000, True),
 }
 
 
 @pytest.mark.parametrize("name", sorted(DRAIN_DEADLINE))
 def test_a_busy_draining_worker_is_deleted_only_at_the_drain_deadline(name: str) -> None:
-    at, why = DRAIN_DEADLINE[name]
+    at, gone = DRAIN_DEADLINE[name]
     decision = _after_drain(at, spot("idle", "2", "draining", load=2, since=300))
 
-    assert deletes(decision) == ({"idle": why} if why else {})
+    assert deleted(decision) == (["idle"] if gone else [])
+    assert delete_codes(decision) == (["delete_drain_deadline"] if gone else [])
     assert decision.provision == []
-    if why:
-        assert f"delete idle ({why})" in decision.reason
 
 
 def test_a_replacement_still_provisioning_does_not_let_a_ready_worker_drain() -> None:
@@ -290,11 +301,10 @@ def test_a_replacement_still_provisioning_does_not_let_a_ready_worker_drain() ->
     arrived = [spot("s1", "1"), od("o1"), spot("s2", "2", since=60)]
     swap = plan(observe(60, arrived), cfg, state=target_state(2), previous=waiting).decision
     assert swap.drain == ["o1"] and swap.delete == [] and swap.provision == []
-    assert "drain o1" in swap.reason
 
     gone = [spot("s1", "1"), od("o1", "draining", since=60), spot("s2", "2", since=60)]
     after = plan(observe(70, gone), cfg, state=target_state(2), previous=swap).decision
-    assert deletes(after) == {"o1": "drained"}
+    assert deleted(after) == ["o1"] and delete_codes(after) == ["delete_drained"]
     assert after.ready == 2 and after.provision == []
 
 
@@ -334,7 +344,7 @@ def test_an_evicted_worker_is_replaced_at_once_in_another_zone() -> None:
 
     assert decision.actual == 2 and decision.desired == 3
     assert decision.evicting == ["s3"]
-    assert sum(r["count"] for r in decision.provision) == 1
+    assert sum(r.count for r in decision.provision) == 1
     assert set(provisioned(decision)) <= {"1", "2"}, decision.provision
     assert decision.per_zone["3"] == 0
     assert decision.delete == [] and decision.drain == []
@@ -351,11 +361,11 @@ EVICTION_DEADLINE: dict[str, tuple[float, bool]] = {
 
 @pytest.mark.parametrize("name", sorted(EVICTION_DEADLINE))
 def test_an_evicted_worker_is_left_to_the_platform_until_its_grace_runs_out(name: str) -> None:
-    at, deleted = EVICTION_DEADLINE[name]
+    at, gone = EVICTION_DEADLINE[name]
     decision = _eviction_tick(at)
 
-    expected = {"s3": "evicted but still listed past its deadline"} if deleted else {}
-    assert deletes(decision) == expected
+    assert deleted(decision) == (["s3"] if gone else [])
+    assert delete_codes(decision) == (["delete_evicted_overdue"] if gone else [])
     assert decision.provision == []  # the replacement is already provisioning
 
 
@@ -364,9 +374,7 @@ def test_an_eviction_is_news_once() -> None:
     second = _eviction_tick(5, previous=first)
 
     assert first.new_evictions == ["s3"]
-    assert "eviction notice s3" in first.reason and "eviction notice s3" in first.changes
     assert second.new_evictions == [] and second.evicting == ["s3"]
-    assert "eviction notice" not in second.reason
 
 
 # --- instances that never came up, or failed ----------------------------------------------
@@ -382,15 +390,15 @@ PROVISION_TIMEOUT: dict[str, tuple[float, bool]] = {
 
 @pytest.mark.parametrize("name", sorted(PROVISION_TIMEOUT))
 def test_a_worker_that_never_becomes_ready_is_deleted_and_replaced(name: str) -> None:
-    age, deleted = PROVISION_TIMEOUT[name]
+    age, gone = PROVISION_TIMEOUT[name]
     workers = [spot("s1", "1"), spot("p2", "2", "provisioning", since=0)]
 
     decision = plan(observe(age, workers), config(min_workers=2), state=target_state(2)).decision
 
-    if deleted:
-        assert deletes(decision) == {"p2": "not ready after 900s"}
-        assert sum(r["count"] for r in decision.provision) == 1
-        assert "delete p2 (not ready after 900s)" in decision.reason
+    if gone:
+        assert deleted(decision) == ["p2"]
+        assert delete_codes(decision) == ["delete_provision_timeout"]
+        assert sum(r.count for r in decision.provision) == 1
     else:
         assert decision.delete == [] and decision.provision == []
 
@@ -402,8 +410,8 @@ def test_a_failed_instance_is_deleted() -> None:
         state=target_state(1),
     ).decision
 
-    assert deletes(decision) == {"vm-9": "instance failed"}
-    assert "delete vm-9 (instance failed)" in decision.reason
+    assert deleted(decision) == ["vm-9"]
+    assert delete_codes(decision) == ["delete_instance_failed"]
     assert decision.provision == []
 
 
@@ -415,8 +423,9 @@ def test_a_failed_instance_the_registry_knew_is_deleted_and_replaced() -> None:
         state=target_state(2),
     ).decision
 
-    assert deletes(decision) == {"p2": "instance failed"}
-    assert sum(r["count"] for r in decision.provision) == 1
+    assert deleted(decision) == ["p2"]
+    assert delete_codes(decision) == ["delete_instance_failed"]
+    assert sum(r.count for r in decision.provision) == 1
 
 
 def test_a_failed_instance_past_its_provision_timeout_is_deleted_once() -> None:
@@ -427,7 +436,7 @@ def test_a_failed_instance_past_its_provision_timeout_is_deleted_once() -> None:
         state=target_state(2),
     ).decision
 
-    assert [d["worker_id"] for d in decision.delete] == ["p2"]
+    assert deleted(decision) == ["p2"]
 
 
 # --- spot refused ------------------------------------------------------------------------
@@ -437,10 +446,9 @@ def test_spot_refused_everywhere_provisions_on_demand_instead() -> None:
     refusal = CapacityFailure(SPOT, None, "sku_not_available", T0 - 10)
     decision = plan(observe(0, [], failures=[refusal]), config(min_workers=2)).decision
 
-    assert decision.provision == [{"pool": POOL, "priority": ON_DEMAND, "zone": None, "count": 2}]
+    assert decision.provision == [ProvisionRequest(POOL, ON_DEMAND, None, 2)]
     assert (decision.spot_target, decision.on_demand_target) == (0, 2)
-    assert "spot refused" in decision.reason
-    assert "provision 2 on-demand" in decision.reason
+    assert decision.codes == ["raised_to_min", "spot_refused_all_zones"]
 
 
 # (refused zones, evicting zones, zones new spot may land in) for an empty pool of 2
@@ -545,16 +553,24 @@ def test_reason_joins_the_sizing_the_mix_and_every_action() -> None:
     assert parts[0].startswith("holding 3: load 4 needs 1"), parts
     assert parts[1].startswith("spot ")  # the mix's head: spot a->b, on-demand c->d
     acted = [p for p in parts if p.startswith(("provision ", "drain ", "delete "))]
-    expected = [f"delete {d['worker_id']} ({d['why']})" for d in decision.delete]
+    expected = [f"delete {d.worker_id} ({d.why})" for d in decision.delete]
     expected += [f"drain {w}" for w in decision.drain]
-    expected += [f"provision {r['count']} spot zone {r['zone']}" for r in decision.provision]
+    expected += [f"provision {r.count} spot zone {r.zone}" for r in decision.provision]
     assert sorted(acted) == sorted(expected) and acted
-    assert deletes(decision) == {
+    # each deletion's reason says what an operator needs: what is still in flight, how long
+    assert whys(decision) == {
         "o1": "drain deadline (1 still in flight)",
         "p4": "not ready after 900s",
         "vm-x": "instance failed",
     }
     assert "eviction notice s3" in parts
+    assert decision.codes == [
+        "scale_down_pending",
+        "spot_refused",
+        "delete_drain_deadline",
+        "delete_provision_timeout",
+        "delete_instance_failed",
+    ]
 
 
 def test_reason_names_zone_and_count_of_each_provision() -> None:
@@ -563,9 +579,102 @@ def test_reason_names_zone_and_count_of_each_provision() -> None:
     ).decision
 
     assert decision.provision == [
-        {"priority": SPOT, "zone": "2", "count": 1, "pool": POOL},
-        {"priority": SPOT, "zone": "3", "count": 1, "pool": POOL},
+        ProvisionRequest(POOL, SPOT, "2", 1),
+        ProvisionRequest(POOL, SPOT, "3", 1),
     ]
-    assert "scale up: load 12 needs 3" in decision.reason
+    assert decision.codes == ["scale_up_for_load"]
     assert "provision 1 spot zone 2" in decision.reason
     assert "provision 1 spot zone 3" in decision.reason
+
+
+def test_the_readme_why_example_reads_as_shown() -> None:
+    """README's custom status example: an eviction notice, its replacement asked for at once."""
+    readme = README.read_text(encoding="utf-8")
+    shown = re.search(r'"why": "([^"]*)"', readme)
+    assert shown, "README no longer shows a `why` example"
+    workers = [
+        WorkerSignal(
+            "default-w1", SPOT, "1", "draining", since=T0, evicting=True, deadline=T0 + 30
+        ),
+        WorkerSignal("default-w2", SPOT, "2", "ready", since=T0 - 600),
+    ]
+    observation = PoolObservation(
+        signals=PoolSignals.build(
+            "default", T0, workers=workers, evictions=[EvictionSignal("1", T0)]
+        )
+    )
+    before = Decision("default", 8, "noop", "", T0 - 2, desired=2, actual=2, ready=2)
+
+    decision = plan_tick(
+        observation, config(min_workers=2), PolicyState({"target": 2}, {}), before, 9
+    ).decision
+
+    assert decision.reason == shown[1]
+    assert (decision.action, decision.desired, decision.actual) == ("scale_up", 2, 1)
+    assert decision.provision == [ProvisionRequest("default", SPOT, "3", 1)]
+    assert decision.codes == ["steady"]
+
+
+def test_every_delete_code_is_documented() -> None:
+    assert all(f"`{code}`" in (planner.__doc__ or "") for code in DELETE_CODES)
+
+
+# --- the decision's JSON: custom status, journal, orchestration history ------------------
+
+DECISION_JSON = {
+    "pool": "default",
+    "tick": 9,
+    "action": "scale_up",
+    "reason": "steady: load 0 fits 2; spot 1->2, on-demand 0->0; provision 1 spot zone 3",
+    "observed_at": T0,
+    "desired": 2,
+    "actual": 1,
+    "ready": 1,
+    "draining": 1,
+    "provisioning": 0,
+    "gone": 0,
+    "load": 0.0,
+    "spot_target": 2,
+    "on_demand_target": 0,
+    "per_zone": {"1": 0, "2": 1, "3": 1},
+    "provision": [{"priority": "spot", "zone": "3", "count": 1, "pool": "default"}],
+    "drain": ["default-w4"],
+    "delete": [{"worker_id": "default-w3", "why": "drained"}],
+    "dry_run": False,
+    "expired": [],
+    "evicting": ["default-w1"],
+    "new_evictions": ["default-w1"],
+    "changes": ["eviction notice default-w1"],
+    "codes": ["steady", "delete_drained"],
+}
+DECISION = Decision(
+    pool="default",
+    tick=9,
+    action="scale_up",
+    reason="steady: load 0 fits 2; spot 1->2, on-demand 0->0; provision 1 spot zone 3",
+    observed_at=T0,
+    desired=2,
+    actual=1,
+    ready=1,
+    draining=1,
+    spot_target=2,
+    per_zone={"1": 0, "2": 1, "3": 1},
+    provision=[ProvisionRequest("default", SPOT, "3", 1)],
+    drain=["default-w4"],
+    delete=[DeleteRequest("default-w3", "drained")],
+    evicting=["default-w1"],
+    new_evictions=["default-w1"],
+    changes=["eviction notice default-w1"],
+    codes=["steady", "delete_drained"],
+)
+
+
+def test_decision_json_keeps_its_shape() -> None:
+    """Same keys in the same order as the monitor has always written, plus `codes`."""
+    assert json.dumps(DECISION.to_dict()) == json.dumps(DECISION_JSON)
+    assert Decision.from_dict(json.loads(json.dumps(DECISION_JSON))) == DECISION
+
+
+def test_decision_json_written_before_codes_still_loads() -> None:
+    old = {k: v for k, v in DECISION_JSON.items() if k != "codes"}
+    assert Decision.from_dict(old) == replace(DECISION, codes=[])

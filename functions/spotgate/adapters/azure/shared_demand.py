@@ -26,20 +26,20 @@ from spotgate.adapters.azure.write_behind import (
 )
 from spotgate.background import cancel_and_wait
 from spotgate.clock import Clock, SystemClock
-from spotgate.fleet.observation import PoolLoad, PoolLoadSource
+from spotgate.fleet.observation import DemandSource, PoolDemand
 
 log = logging.getLogger("spotgate.azure")
 
 LOAD = "load"
 
 
-class SharedPoolLoad:
-    """A PoolLoadSource (the sum over instances) and a Lifecycle (this instance's publisher)."""
+class SharedDemand:
+    """A DemandSource (the sum over instances) and a Lifecycle (this instance's publisher)."""
 
     def __init__(
         self,
         container: ContainerProxy,
-        local: PoolLoadSource,
+        local: DemandSource,
         pools: Sequence[str],
         *,
         instance_id: str | None = None,
@@ -71,7 +71,7 @@ class SharedPoolLoad:
         """Queue this instance's counts for every pool (written behind, coalesced)."""
         now = self._clock.now()
         for pool in self._pools:
-            mine = await self._local.load(pool)
+            mine = await self._local.of(pool)
             item_id = f"{LOAD}:{id_part(pool)}:{id_part(self.instance_id)}"
             item: dict[str, Any] = {
                 "id": item_id,
@@ -85,9 +85,9 @@ class SharedPoolLoad:
             }
             self._writes.enqueue(WriteOp("upsert", pool, item_id, item))
 
-    async def load(self, pool: str) -> PoolLoad:
+    async def of(self, pool: str) -> PoolDemand:
         """Every instance's fresh counts summed; never below what this instance sees now."""
-        mine = await self._local.load(pool)
+        mine = await self._local.of(pool)
         query = "SELECT * FROM c WHERE c.kind = @kind AND c.pool = @pool"
         params: list[dict[str, Any]] = [
             {"name": "@kind", "value": LOAD},
@@ -100,7 +100,7 @@ class SharedPoolLoad:
                 continue
             queued += int(item.get("queued", 0))
             in_flight += int(item.get("in_flight", 0))
-        return PoolLoad(
+        return PoolDemand(
             admission_queue_depth=queued + mine.admission_queue_depth,
             gateway_in_flight=in_flight + mine.gateway_in_flight,
             batch_queue_depth=mine.batch_queue_depth,
@@ -111,5 +111,5 @@ class SharedPoolLoad:
             try:
                 await self.publish()
             except Exception as exc:  # never let a publishing hiccup stop the instance
-                log.warning("publishing pool load failed: %s", exc)
+                log.warning("publishing pool demand failed: %s", exc)
             await asyncio.sleep(self._interval_s)

@@ -1,19 +1,19 @@
-"""A pool's demand as this gateway process sees it: the load source of a one-process stack."""
+"""A pool's demand as this gateway process sees it: the demand source of a one-process stack."""
 
 from __future__ import annotations
 
-from spotgate.fleet.observation import PoolLoad
+from spotgate.fleet.observation import PoolDemand
 from spotgate.gateway.admission import Admission
 
 
-class AdmissionPoolLoad:
+class AdmissionDemand:
     """Slots in use plus requests waiting for one: exact, and free to read, in-process."""
 
     def __init__(self, admission: Admission) -> None:
         self._admission = admission
 
-    async def load(self, pool: str) -> PoolLoad:
-        return PoolLoad(
+    async def of(self, pool: str) -> PoolDemand:
+        return PoolDemand(
             admission_queue_depth=self._admission.depth(pool),
             gateway_in_flight=self._admission.in_use(pool),
         )

@@ -8,19 +8,19 @@ from dataclasses import dataclass
 import pytest
 
 from spotgate.adapters.azure.cosmos_fleet_journal import JOURNAL_CONTAINER
-from spotgate.adapters.azure.shared_pool_load import SharedPoolLoad
+from spotgate.adapters.azure.shared_demand import SharedDemand
 from spotgate.clock import ManualClock
-from spotgate.fleet.observation import PoolLoad
+from spotgate.fleet.observation import PoolDemand
 from tests.adapters.azure.test_cosmos_fleet_stores import FAST, Cosmos, fresh_database
 from tests.adapters.conftest import CosmosServer
 
 
 @dataclass
 class Counts:
-    now: PoolLoad
+    now: PoolDemand
 
-    async def load(self, pool: str) -> PoolLoad:
-        return self.now if pool == "default" else PoolLoad()
+    async def of(self, pool: str) -> PoolDemand:
+        return self.now if pool == "default" else PoolDemand()
 
 
 @pytest.fixture
@@ -29,8 +29,8 @@ async def cosmos(cosmos_server: CosmosServer) -> AsyncIterator[Cosmos]:
         yield database
 
 
-def instance(cosmos: Cosmos, name: str, counts: Counts, clock: ManualClock) -> SharedPoolLoad:
-    return SharedPoolLoad(
+def instance(cosmos: Cosmos, name: str, counts: Counts, clock: ManualClock) -> SharedDemand:
+    return SharedDemand(
         cosmos.db.get_container_client(JOURNAL_CONTAINER),
         counts,
         ["default"],
@@ -43,7 +43,7 @@ def instance(cosmos: Cosmos, name: str, counts: Counts, clock: ManualClock) -> S
 
 async def test_the_monitor_sees_the_sum_of_every_instances_queue(cosmos: Cosmos) -> None:
     clock = ManualClock()
-    a_counts, b_counts = Counts(PoolLoad(5, 16)), Counts(PoolLoad(2, 16))
+    a_counts, b_counts = Counts(PoolDemand(5, 16)), Counts(PoolDemand(2, 16))
     a, b = instance(cosmos, "a", a_counts, clock), instance(cosmos, "b", b_counts, clock)
     await a.start()
     await b.start()
@@ -53,13 +53,13 @@ async def test_the_monitor_sees_the_sum_of_every_instances_queue(cosmos: Cosmos)
         await a._writes.flush(5)
         await b._writes.flush(5)
 
-        assert await a.load("default") == PoolLoad(7, 32)
-        b_counts.now = PoolLoad(0, 3)  # b's own view is live, a's comes from Cosmos
-        assert await b.load("default") == PoolLoad(5, 19)
-        assert await a.load("other") == PoolLoad(0, 0)  # pools do not mix
+        assert await a.of("default") == PoolDemand(7, 32)
+        b_counts.now = PoolDemand(0, 3)  # b's own view is live, a's comes from Cosmos
+        assert await b.of("default") == PoolDemand(5, 19)
+        assert await a.of("other") == PoolDemand(0, 0)  # pools do not mix
 
         clock.advance(11)  # b stopped publishing (scaled in): its last counts age out
-        assert await a.load("default") == PoolLoad(5, 16)
+        assert await a.of("default") == PoolDemand(5, 16)
     finally:
         await a.close()
         await b.close()

@@ -1,7 +1,10 @@
-"""Requests the gateway has outstanding per worker: the signal least-outstanding routing reads.
+"""Requests this gateway has in flight per worker: what least-outstanding routing reads.
 
-Counted in the gateway rather than scraped from workers, because it is exact
-and current on the hot path, where a scrape is seconds old.
+The vocabulary, used across the package: *in flight* is what one gateway
+has open on one worker; *demand* is what a pool is asked for (requests
+running, queued, batch backlog: `fleet.observation.PoolDemand`), which the
+autoscaler sizes the pool by. Counted here rather than scraped from workers,
+because it is exact and current on the hot path, where a scrape is seconds old.
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 
-class OutstandingRequests:
+class InFlight:
+    """Counts per worker id; `start` when a request is sent, `finish` when its answer ends."""
+
     def __init__(self) -> None:
         self._counts: defaultdict[str, int] = defaultdict(int)
 
