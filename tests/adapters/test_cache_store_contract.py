@@ -24,7 +24,7 @@ from azure.cosmos.aio import CosmosClient
 from spotgate.adapters.azure.cosmos_cache_store import CosmosCacheStore, create_cosmos_cache_store
 from spotgate.adapters.local.sqlite_cache_store import SqliteCacheStore
 from spotgate.clock import ManualClock
-from spotgate.gateway.cache_store import CacheStore, InMemoryCacheStore
+from spotgate.gateway.cache.store import CacheStore, InMemoryCacheStore
 from tests.adapters.conftest import CosmosServer
 
 MAX_BYTES = 8 * 1024 * 1024

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from spotgate.api.app import create_app
 from spotgate.fleet.store import InMemoryWorkerStore
-from spotgate.runtime import Runtime, build_runtime
+from spotgate.hosts.gateway import build_runtime
+from spotgate.runtime import Runtime
 from spotgate.settings import Settings
 from tests.conftest import VllmServer, free_port, serve_asgi
 from tests.openai_schema import validate
@@ -107,6 +109,32 @@ def test_streamed_chat_through_the_gateway_validates_chunk_by_chunk(
     assert done
     assert "Paris" in text
     assert usage is not None and usage["completion_tokens"] > 0
+
+
+def test_a_logprobs_stream_through_the_gateway_validates_chunk_by_chunk(
+    gateway: str, vllm_server: VllmServer
+) -> None:
+    """vLLM's logprobs chunks lack the `refusal` OpenAI's schema requires; the gateway adds it."""
+    body = {
+        "model": vllm_server.model,
+        "messages": QUESTION,
+        "temperature": 0,
+        "max_tokens": 4,
+        "logprobs": True,
+        "top_logprobs": 2,
+        "stream": True,
+    }
+    seen = 0
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.stream(
+        "POST", f"{gateway}/v1/chat/completions", json=body, headers=headers, timeout=60
+    ) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                validate("CreateChatCompletionStreamResponse", orjson.loads(line[6:]))
+                seen += 1
+    assert seen > 2
 
 
 def test_completions_through_the_gateway(client: openai.OpenAI, vllm_server: VllmServer) -> None:

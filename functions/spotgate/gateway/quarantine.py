@@ -26,7 +26,7 @@ from typing import Any
 
 from spotgate.clock import Clock
 from spotgate.errors import InvalidRequest
-from spotgate.gateway.cache_key import request_key
+from spotgate.gateway.cache.key import request_key
 
 log = logging.getLogger("spotgate.quarantine")
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from spotgate.clock import Clock
-from spotgate.gateway.cache_policy import CacheDecision, CachePolicy
-from spotgate.gateway.cache_store import CachedResponse, CacheStore
+from spotgate.gateway.cache.policy import CacheDecision, CachePolicy
+from spotgate.gateway.cache.store import CachedResponse, CacheStore
 
 T = TypeVar("T")
 

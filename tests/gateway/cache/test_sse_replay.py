@@ -10,10 +10,10 @@ import pytest
 
 from spotgate.engines.sim.generation import Completion
 from spotgate.engines.sim.responses import ChatChunks, CompletionChunks
+from spotgate.gateway.cache.sse_assemble import assemble_stream
+from spotgate.gateway.cache.sse_replay import DONE, NotReplayable, replay_as_stream
 from spotgate.gateway.normalise import normalise_chat_response, normalise_completion_response
-from spotgate.gateway.sse_assemble import assemble_stream
 from spotgate.gateway.sse_progress import sse_error
-from spotgate.gateway.sse_replay import DONE, NotReplayable, replay_as_stream
 from tests.gateway.test_normalise import VLLM_CHAT, VLLM_COMPLETION, VLLM_LOGPROBS
 from tests.openai_schema import validate
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from spotgate.gateway.cache_key import request_key
+from spotgate.gateway.cache.key import request_key
 
 CacheStatus = Literal["MISS-eligible", "BYPASS"]
 

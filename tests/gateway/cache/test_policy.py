@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from spotgate.gateway.cache_key import request_key
-from spotgate.gateway.cache_policy import CacheDecision, CachePolicy, CacheRule, is_deterministic
+from spotgate.gateway.cache.key import request_key
+from spotgate.gateway.cache.policy import CacheDecision, CachePolicy, CacheRule, is_deterministic
 
 CHAT = "/v1/chat/completions"
 GREEDY: dict[str, Any] = {

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from spotgate.gateway.cache_key import canonical_body, request_key
+from spotgate.gateway.cache.key import canonical_body, request_key
 
 CHAT = "/v1/chat/completions"
 BASE: dict[str, Any] = {

@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from spotgate.clock import ManualClock
-from spotgate.gateway.cache_policy import CacheDecision, CachePolicy, CacheRule
-from spotgate.gateway.cache_store import CachedResponse, InMemoryCacheStore
-from spotgate.gateway.response_cache import ResponseCache
+from spotgate.gateway.cache.policy import CacheDecision, CachePolicy, CacheRule
+from spotgate.gateway.cache.response_cache import ResponseCache
+from spotgate.gateway.cache.store import CachedResponse, InMemoryCacheStore
 
 CHAT = "/v1/chat/completions"
 GREEDY: dict[str, Any] = {

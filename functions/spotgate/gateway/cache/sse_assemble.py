@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
+from spotgate.gateway.cache.sse_replay import BODY_KEYS, CHOICE_KEYS, TEXT_FIELDS, only_known
 from spotgate.gateway.normalise import normalise_chat_response, normalise_completion_response
-from spotgate.gateway.sse_replay import BODY_KEYS, CHOICE_KEYS, TEXT_FIELDS, only_known
 
 
 def _data_payloads(stream: bytes) -> list[bytes] | None:
