@@ -7,11 +7,11 @@ import argparse
 import uvicorn
 
 from spotgate.adapters.http_upstream import AiohttpUpstream
-from spotgate.adapters.local.http_server import http_protocol_for
 from spotgate.adapters.pooled_upstream import PooledHttpUpstream
 from spotgate.api.app import create_app
 from spotgate.fleet.store import InMemoryWorkerStore
-from spotgate.runtime import build_runtime
+from spotgate.hosts.gateway import build_runtime
+from spotgate.hosts.http import http_protocol_for
 from spotgate.settings import Settings
 
 if __name__ == "__main__":
@@ -31,8 +31,8 @@ if __name__ == "__main__":
     )
     client = PooledHttpUpstream if args.client == "pooled" else AiohttpUpstream
     upstream = client(
-        connect_timeout_s=settings.upstream_connect_timeout_s,
-        read_timeout_s=settings.upstream_read_timeout_s,
+        connect_timeout_s=settings.gateway.upstream_connect_timeout_s,
+        read_timeout_s=settings.gateway.upstream_read_timeout_s,
     )
     runtime = build_runtime(settings, InMemoryWorkerStore(), upstream=upstream)
     runtime.registry.register(

@@ -115,7 +115,7 @@ param functionsMaximumInstanceCount int = 40
 @description('Key Vault purge protection (irreversible). Turn on for production.')
 param enablePurgeProtection bool = false
 
-@description('Send the subscription\'s Activity Log (Administrative) to the workspace: the fleet manager reads spot evictions there.')
+@description('Send the subscription\'s Activity Log (Administrative) to the workspace, where operators query spot evictions and scale-set operations.')
 param exportActivityLog bool = true
 
 // ------------------------------------------------------------------------------------------
@@ -324,7 +324,6 @@ module functions 'modules/functions.bicep' = {
     storageAccountName: storage.outputs.storageAccountName
     deploymentContainerName: storage.outputs.deploymentContainerName
     appInsightsName: monitoring.outputs.appInsightsName
-    logAnalyticsName: monitoring.outputs.logAnalyticsName
     keyVaultName: keyVault.outputs.keyVaultName
     cosmosAccountName: cosmos.outputs.accountName
     cosmosDatabaseName: cosmos.outputs.databaseName
@@ -347,8 +346,8 @@ module functions 'modules/functions.bicep' = {
   }
 }
 
-// Spot evictions are logged in the subscription's Activity Log; the fleet manager queries
-// them (AzureActivity) in the workspace.
+// Spot evictions and scale-set operations are logged in the subscription's Activity Log;
+// exported to the workspace, operators can query them (AzureActivity) beside the app's logs.
 resource activityLogExport 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (exportActivityLog) {
   name: 'spotgate-${environmentName}-activity'
   properties: {

@@ -1,5 +1,5 @@
 """Azure Functions entry point: everything lives in the spotgate package."""
 
-from spotgate.azure_host import build_function_app
+from spotgate.hosts.azure import build_function_app
 
 app = build_function_app()

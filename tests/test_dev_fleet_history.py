@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from spotgate.adapters.local.sqlite_fleet_journal import SqliteFleetJournal
-from spotgate.devstack import DevOptions, build_dev_app
 from spotgate.fleet.signals import SPOT, CapacityFailure, EvictionSignal
+from spotgate.hosts.local import DevOptions, build_dev_app
 from spotgate.settings import Settings
 
 POOL = "default"

@@ -12,7 +12,6 @@ param identityName string
 param storageAccountName string
 param deploymentContainerName string
 param appInsightsName string
-param logAnalyticsName string
 param keyVaultName string
 param cosmosAccountName string
 param cosmosDatabaseName string = 'spotgate'
@@ -66,10 +65,6 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
-}
-
-resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
-  name: logAnalyticsName
 }
 
 resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' existing = {
@@ -196,10 +191,6 @@ var baseSettings = [
   {
     name: 'SPOTGATE_MONITOR_GATEWAY_RESOURCE_ID'
     value: appInsights.id
-  }
-  {
-    name: 'SPOTGATE_MONITOR_WORKSPACE_ID'
-    value: workspace.properties.customerId
   }
   // --- secrets: Key Vault references, resolved by the platform with keyVaultReferenceIdentity ---
   {

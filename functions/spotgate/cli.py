@@ -75,7 +75,7 @@ def dev(
 ) -> None:
     """Run gateway, control plane, fleet monitor and N workers on this machine."""
     from spotgate.dev_command import run_dev
-    from spotgate.devstack import DevOptions
+    from spotgate.hosts.local import DevOptions
 
     if engine not in ("vllm", "sim"):
         raise typer.BadParameter("use vllm or sim", param_hint="--engine")

@@ -12,10 +12,10 @@ import uvicorn
 from rich.console import Console
 from rich.rule import Rule
 
-from spotgate.adapters.local.http_server import http_protocol_for
 from spotgate.adapters.local.private_files import private_file
 from spotgate.cli_client import DEV_CONNECTION_FILE
-from spotgate.devstack import DevOptions, build_dev_app, dev_settings
+from spotgate.hosts.http import http_protocol_for
+from spotgate.hosts.local import DevOptions, build_dev_app, dev_settings
 from spotgate.runtime import Runtime
 from spotgate.settings import Settings
 

@@ -1,22 +1,37 @@
 """One settings object picks every adapter and tunable; env vars use the SPOTGATE_ prefix.
 
 Every field has a default that runs on a laptop, so `spotgate dev` needs no
-configuration and tests override fields in the initialiser.
+configuration. Fields are grouped by concern, and every group reads the same
+environment variables as before the grouping (the group's prefix is part of
+the old flat name):
+
+| group | reads | e.g. |
+|---|---|---|
+| `Settings` (root) | `SPOTGATE_<FIELD>` | `SPOTGATE_API_KEYS`, `SPOTGATE_POOLS` |
+| `server` | `SPOTGATE_<FIELD>` | `SPOTGATE_PORT`, `SPOTGATE_HEADER_TIMEOUT_S` |
+| `gateway` | `SPOTGATE_<FIELD>` | `SPOTGATE_CAPACITY_WAIT_S`, `SPOTGATE_REQUEST_LIMITS` |
+| `cache` | `SPOTGATE_CACHE_<FIELD>` | `SPOTGATE_CACHE_TTL_S` (field `cache.ttl_s`) |
+| `fleet` | `SPOTGATE_<FIELD>` | `SPOTGATE_MAX_WORKERS`, `SPOTGATE_POOL_POLICIES` |
+| `azure` | `SPOTGATE_<FIELD>` | `SPOTGATE_COSMOS_ENDPOINT` |
+| `local` | `SPOTGATE_LOCAL_<FIELD>` | `SPOTGATE_LOCAL_PROVISION_DELAY_S` |
+
+`Settings(capacity_wait_s=0, cache_backend="memory")` still works: a flat
+name is routed to its group. The fleet's scaling fields default to None,
+meaning the policy's own default (fleet/autoscaler.py, capacity_mix.py,
+fleet_policy.py), so each default is defined once.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from spotgate.fleet.autoscaler import AutoscalerConfig
-from spotgate.fleet.capacity_mix import CapacityMixConfig
 from spotgate.fleet.fleet_policy import FleetPolicyConfig
-from spotgate.fleet.registration import parse_networks
+from spotgate.fleet.registration import LOOPBACK_NETWORKS, parse_networks
 from spotgate.gateway.model_catalogue import ModelEntry
 from spotgate.gateway.request_limits import RequestLimits
 
@@ -28,34 +43,40 @@ def parse_pools(text: str) -> list[str]:
     return [str(p).strip() for p in items if str(p).strip()] or ["default"]
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SPOTGATE_", env_file=".env", extra="ignore")
+def _config(prefix: str = "SPOTGATE_") -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, env_file=".env", extra="ignore")
+
+
+class ServerSettings(BaseSettings):
+    """How this process listens, and how much a client may send it."""
+
+    model_config = _config()
 
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str | None = Field(
         default=None, description="URL agents and clients use to reach the control plane."
     )
-
-    api_keys: list[str] = Field(default_factory=list, description="Keys accepted on /v1/*.")
-    admin_key: str | None = Field(default=None, description="Key for /fleet and orchestrations.")
-    fleet_token: str | None = Field(default=None, description="Token agents present.")
-
-    worker_networks: list[str] = Field(
-        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
-        description="Networks worker URLs must be in (the workers' subnet on Azure).",
-    )
-
     data_dir: Path = Path(".spotgate")
-    pools: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
-    models: list[str] = Field(
-        default_factory=list, description="Models served even before a worker registers."
+    max_body_bytes: int = 4 * 1024 * 1024
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="Whole request head, from connect or the last response."
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="Longest silence between request body chunks."
+    )
+    body_deadline_s: float = Field(
+        default=120.0, gt=0, description="Whole request body, from when the app reads it."
+    )
+    max_connections_per_ip: int = Field(
+        default=256, ge=1, description="Connections one client address may hold (local server)."
     )
 
-    heartbeat_interval_s: float = 2.0
-    heartbeat_timeout_s: float = 6.0
-    monitor_tick_s: float = 5.0
-    monitor_ticks_per_run: int = 12
+
+class GatewaySettings(BaseSettings):
+    """Forwarding, failover, admission, routing and the request limits."""
+
+    model_config = _config()
 
     upstream_connect_timeout_s: float = 2.0
     upstream_read_timeout_s: float = 600.0
@@ -63,12 +84,12 @@ class Settings(BaseSettings):
         default=60.0, description="Silence mid-stream after which a stream is resumed elsewhere."
     )
     upstream_max_attempts: int = 3
-    worker_cooldown_s: float = 5.0
     upstream_first_byte_timeout_s: float | None = Field(
         default=300.0, description="Non-streamed: the whole generation, for vLLM."
     )
     upstream_stream_first_byte_timeout_s: float | None = 30.0
     upstream_retry_deadline_s: float | None = 120.0
+    worker_cooldown_s: float = 5.0
     stream_resumes: int = Field(default=3, description="Resumptions of one broken stream.")
     stream_resume_wait_s: float = 10.0
     breaker_failure_threshold: int = 3
@@ -85,133 +106,6 @@ class Settings(BaseSettings):
         description="Bounds on n, best_of, max_tokens, logprobs, messages, stop... per request; "
         "a catalogue entry's `limits` override them per model.",
     )
-    max_body_bytes: int = 4 * 1024 * 1024
-    header_timeout_s: float = Field(
-        default=10.0, gt=0, description="Whole request head, from connect or the last response."
-    )
-    body_timeout_s: float = Field(
-        default=30.0, gt=0, description="Longest silence between request body chunks."
-    )
-    body_deadline_s: float = Field(
-        default=120.0, gt=0, description="Whole request body, from when the app reads it."
-    )
-    max_connections_per_ip: int = Field(
-        default=256, ge=1, description="Connections one client address may hold (local server)."
-    )
-
-    compute: Literal["local", "azure"] = "local"
-    local_provision_delay_s: float = 0.0
-    local_evictions_per_hour: float = Field(
-        default=0.0, description="Local spot market: random evictions per spot worker-hour."
-    )
-    local_eviction_notice_s: float = 30.0
-
-    # --- fleet scaling policy (per pool overrides in pool_policies) ---
-    min_workers: int = 0
-    max_workers: int = 8
-    target_concurrency_per_worker: float = 8.0
-    scale_down_stabilisation_s: float = 300.0
-    idle_to_zero_s: float = 600.0
-    zones: list[str] = Field(default_factory=lambda: ["1", "2", "3"])
-    base_on_demand: int = 0
-    overprovision_spot: int = 0
-    drain_timeout_s: float = 300.0
-    provision_timeout_s: float = 900.0
-    lost_worker_grace_s: float = Field(
-        default=60.0, description="A worker silent this long (its VM still listed) is deleted."
-    )
-    fleet_dry_run: bool = Field(
-        default=False, description="Decide and report, but provision and delete nothing."
-    )
-    pool_policies: dict[str, dict[str, Any]] = Field(
-        default_factory=dict,
-        description="Per-pool FleetPolicyConfig overrides, e.g. "
-        "{'default': {'autoscaling': {'max_workers': 4}}}.",
-    )
-    azure_subscription_id: str | None = Field(
-        default=None, description="Subscription of the worker scale sets (compute=azure)."
-    )
-    azure_resource_group: str | None = Field(
-        default=None, description="Resource group holding the worker scale sets."
-    )
-    batch_queue_account_url: str | None = Field(
-        default=None, description="Storage account whose spotgate-batch-{pool} queues count."
-    )
-    monitor_metrics_endpoint: str | None = Field(
-        default=None, description="https://<region>.metrics.monitor.azure.com"
-    )
-    monitor_gateway_resource_id: str | None = Field(
-        default=None, description="Application Insights resource with the gateway's metrics."
-    )
-    monitor_workspace_id: str | None = Field(
-        default=None, description="Log Analytics workspace with the Activity Log."
-    )
-
-    cache_backend: Literal["sqlite", "memory", "cosmos", "off"] = Field(
-        default="sqlite", description="Response cache store (cosmos on Azure)."
-    )
-    store_backend: Literal["sqlite", "cosmos"] = Field(
-        default="sqlite", description="Worker registry and fleet journal store (cosmos on Azure)."
-    )
-    cosmos_endpoint: str | None = Field(
-        default=None, description="https://<account>.documents.azure.com:443/ (managed identity)."
-    )
-    cosmos_database: str = "spotgate"
-    cache_max_bytes: int = 256 * 1024 * 1024
-    cache_ttl_s: float = 3600.0
-    cache_deterministic_only: bool = True
-    cache_rules: dict[str, dict[str, float | bool | int]] = Field(
-        default_factory=dict,
-        description="Per-model overrides, e.g. {'smollm2': {'ttl_s': 60, 'enabled': true}}.",
-    )
-    cache_timeout_s: float = 0.05
-
-    @field_validator("worker_networks")
-    @classmethod
-    def _networks_parse(cls, value: list[str]) -> list[str]:
-        parse_networks(value)  # a typo fails at start, not at the first registration
-        return value
-
-    @field_validator("pools", mode="before")
-    @classmethod
-    def _pools_as_typed(cls, value: Any) -> Any:
-        return parse_pools(value) if isinstance(value, str) else value
-
-    def fleet_policy(self, pool: str) -> FleetPolicyConfig:
-        """The pool's policy: these settings, then its entry in pool_policies on top."""
-        base = FleetPolicyConfig(
-            autoscaling=AutoscalerConfig(
-                min_workers=self.min_workers,
-                max_workers=self.max_workers,
-                target_concurrency_per_worker=self.target_concurrency_per_worker,
-                scale_down_stabilisation_s=self.scale_down_stabilisation_s,
-                idle_to_zero_s=self.idle_to_zero_s,
-            ),
-            mix=CapacityMixConfig(
-                zones=tuple(self.zones),
-                base_on_demand=self.base_on_demand,
-                overprovision_spot=self.overprovision_spot,
-            ),
-            drain_timeout_s=self.drain_timeout_s,
-            provision_timeout_s=self.provision_timeout_s,
-            lost_worker_grace_s=self.lost_worker_grace_s,
-            dry_run=self.fleet_dry_run,
-        ).to_dict()
-        override = self.pool_policies.get(pool) or {}
-        merged = {
-            k: (base[k] | v if isinstance(v, dict) and isinstance(base.get(k), dict) else v)
-            for k, v in override.items()
-        }
-        return FleetPolicyConfig.from_dict(base | merged)
-
-    def base_url(self) -> str:
-        return self.public_url or f"http://{self.host}:{self.port}"
-
-    @property
-    def database_path(self) -> Path:
-        return self.data_dir / "spotgate.sqlite3"
-
-    # --- model catalogue, auto model, prefix affinity, admission (gateway routing helper) ---
     model_catalogue: list[ModelEntry] = Field(
         default_factory=list,
         description="Catalogued models (JSON in env); see gateway/model_catalogue.py.",
@@ -235,4 +129,223 @@ class Settings(BaseSettings):
     admission_queue_limit: int = Field(
         default=256, description="Requests that may wait per pool before a 429 or spillover."
     )
-    # --- end gateway routing helper block ---
+
+
+class CacheSettings(BaseSettings):
+    """The response cache (SPOTGATE_CACHE_*)."""
+
+    model_config = _config("SPOTGATE_CACHE_")
+
+    backend: Literal["sqlite", "memory", "cosmos", "off"] = Field(
+        default="sqlite", description="Response cache store (cosmos on Azure)."
+    )
+    max_bytes: int = 256 * 1024 * 1024
+    ttl_s: float = 3600.0
+    deterministic_only: bool = True
+    rules: dict[str, dict[str, float | bool | int]] = Field(
+        default_factory=dict,
+        description="Per-model overrides, e.g. {'smollm2': {'ttl_s': 60, 'shared': true}}.",
+    )
+    timeout_s: float = 0.05
+
+    @property
+    def longest_ttl_s(self) -> float:
+        return max([self.ttl_s, *(float(r.get("ttl_s", 0)) for r in self.rules.values())])
+
+
+class FleetSettings(BaseSettings):
+    """The control plane and the fleet monitor: heartbeats, ticks, where workers may live,
+    and the scaling policy (None: the policy's own default)."""
+
+    model_config = _config()
+
+    compute: Literal["local", "azure"] = "local"
+    heartbeat_interval_s: float = 2.0
+    heartbeat_timeout_s: float = 6.0
+    monitor_tick_s: float = 5.0
+    monitor_ticks_per_run: int = 12
+    worker_networks: list[str] = Field(
+        default_factory=lambda: list(LOOPBACK_NETWORKS),
+        description="Networks worker URLs must be in (the workers' subnet on Azure).",
+    )
+    min_workers: int | None = None
+    max_workers: int | None = None
+    target_concurrency_per_worker: float | None = None
+    scale_down_stabilisation_s: float | None = None
+    idle_to_zero_s: float | None = None
+    zones: list[str] | None = None
+    base_on_demand: int | None = None
+    overprovision_spot: int | None = None
+    drain_timeout_s: float | None = None
+    provision_timeout_s: float | None = None
+    lost_worker_grace_s: float | None = Field(
+        default=None, description="A worker silent this long (its VM still listed) is deleted."
+    )
+    fleet_dry_run: bool = Field(
+        default=False, description="Decide and report, but provision and delete nothing."
+    )
+    pool_policies: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-pool FleetPolicyConfig overrides, e.g. "
+        "{'default': {'autoscaling': {'max_workers': 4}}}.",
+    )
+
+    _AUTOSCALING: ClassVar[tuple[str, ...]] = (
+        "min_workers",
+        "max_workers",
+        "target_concurrency_per_worker",
+        "scale_down_stabilisation_s",
+        "idle_to_zero_s",
+    )
+    _MIX: ClassVar[tuple[str, ...]] = ("zones", "base_on_demand", "overprovision_spot")
+    _DEADLINES: ClassVar[tuple[str, ...]] = (
+        "drain_timeout_s",
+        "provision_timeout_s",
+        "lost_worker_grace_s",
+    )
+
+    @field_validator("worker_networks")
+    @classmethod
+    def _networks_parse(cls, value: list[str]) -> list[str]:
+        parse_networks(value)  # a typo fails at start, not at the first registration
+        return value
+
+    def policy(self, pool: str) -> FleetPolicyConfig:
+        """The pool's policy: the policy defaults, these settings, then pool_policies."""
+
+        def chosen(names: tuple[str, ...]) -> dict[str, Any]:
+            return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+        configured: dict[str, Any] = {
+            "autoscaling": chosen(self._AUTOSCALING),
+            "mix": chosen(self._MIX),
+            **chosen(self._DEADLINES),
+            "dry_run": self.fleet_dry_run,
+        }
+        override = self.pool_policies.get(pool) or {}
+        for key, value in override.items():
+            if isinstance(value, dict) and isinstance(configured.get(key), dict):
+                configured[key] = configured[key] | value
+            else:
+                configured[key] = value
+        base = FleetPolicyConfig().to_dict()
+        merged = {
+            k: (base[k] | v if isinstance(v, dict) and isinstance(base.get(k), dict) else v)
+            for k, v in configured.items()
+        }
+        return FleetPolicyConfig.from_dict(base | merged)
+
+
+class AzureSettings(BaseSettings):
+    """Where the Azure resources are: scale sets, Cosmos DB, Monitor, the batch queue."""
+
+    model_config = _config()
+
+    azure_subscription_id: str | None = Field(
+        default=None, description="Subscription of the worker scale sets (compute=azure)."
+    )
+    azure_resource_group: str | None = Field(
+        default=None, description="Resource group holding the worker scale sets."
+    )
+    store_backend: Literal["sqlite", "cosmos"] = Field(
+        default="sqlite", description="Worker registry and fleet journal store (cosmos on Azure)."
+    )
+    cosmos_endpoint: str | None = Field(
+        default=None, description="https://<account>.documents.azure.com:443/ (managed identity)."
+    )
+    cosmos_database: str = "spotgate"
+    batch_queue_account_url: str | None = Field(
+        default=None, description="Storage account whose spotgate-batch-{pool} queues count."
+    )
+    monitor_metrics_endpoint: str | None = Field(
+        default=None, description="https://<region>.metrics.monitor.azure.com"
+    )
+    monitor_gateway_resource_id: str | None = Field(
+        default=None, description="Application Insights resource with the gateway's metrics."
+    )
+
+
+class LocalSettings(BaseSettings):
+    """The local stack's stand-ins for the cloud (SPOTGATE_LOCAL_*)."""
+
+    model_config = _config("SPOTGATE_LOCAL_")
+
+    provision_delay_s: float = 0.0
+    evictions_per_hour: float = Field(
+        default=0.0, description="Local spot market: random evictions per spot worker-hour."
+    )
+    eviction_notice_s: float = 30.0
+
+
+# group name -> (class, what its fields' flat names start with)
+GROUPS: dict[str, tuple[type[BaseSettings], str]] = {
+    "server": (ServerSettings, ""),
+    "gateway": (GatewaySettings, ""),
+    "cache": (CacheSettings, "cache_"),
+    "fleet": (FleetSettings, ""),
+    "azure": (AzureSettings, ""),
+    "local": (LocalSettings, "local_"),
+}
+FLAT_NAMES: dict[str, tuple[str, str]] = {
+    prefix + field: (group, field)
+    for group, (cls, prefix) in GROUPS.items()
+    for field in cls.model_fields
+}
+"""Every flat setting name (`cache_ttl_s`, the env var without SPOTGATE_) -> (group, field)."""
+
+
+class Settings(BaseSettings):
+    model_config = _config()
+
+    api_keys: list[str] = Field(default_factory=list, description="Keys accepted on /v1/*.")
+    admin_key: str | None = Field(default=None, description="Key for /fleet and orchestrations.")
+    fleet_token: str | None = Field(default=None, description="Token agents present.")
+    pools: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
+    models: list[str] = Field(
+        default_factory=list, description="Models served even before a worker registers."
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
+    azure: AzureSettings = Field(default_factory=AzureSettings)
+    local: LocalSettings = Field(default_factory=LocalSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_names_to_groups(cls, data: Any) -> Any:
+        """`Settings(cache_ttl_s=60)` sets `cache.ttl_s`; the group still reads its env."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        routed: dict[str, dict[str, Any]] = {}
+        for name in [n for n in data if n in FLAT_NAMES]:
+            group, field = FLAT_NAMES[name]
+            routed.setdefault(group, {})[field] = data.pop(name)
+        for group, values in routed.items():
+            given = data.get(group)
+            if isinstance(given, BaseSettings):
+                given = given.model_dump()
+            group_class = GROUPS[group][0]
+            data[group] = group_class(**{**(given or {}), **values})
+        return data
+
+    @field_validator("pools", mode="before")
+    @classmethod
+    def _pools_as_typed(cls, value: Any) -> Any:
+        return parse_pools(value) if isinstance(value, str) else value
+
+    def fleet_policy(self, pool: str) -> FleetPolicyConfig:
+        return self.fleet.policy(pool)
+
+    def base_url(self) -> str:
+        return self.server.public_url or f"http://{self.server.host}:{self.server.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.server.data_dir
+
+    @property
+    def database_path(self) -> Path:
+        return self.server.data_dir / "spotgate.sqlite3"

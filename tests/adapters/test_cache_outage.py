@@ -15,7 +15,7 @@ import httpx
 from spotgate.adapters.azure.cosmos_cache_store import create_cosmos_cache_store
 from spotgate.api.app import create_app
 from spotgate.fleet.store import InMemoryWorkerStore
-from spotgate.runtime import build_runtime
+from spotgate.hosts.gateway import build_runtime
 from spotgate.settings import Settings
 from tests.adapters.conftest import running_cosmos_server
 from tests.api.test_gateway_api import API_KEY, EchoUpstream, auth

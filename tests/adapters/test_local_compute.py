@@ -32,7 +32,8 @@ from spotgate.fleet.compute import CapacityError, ComputeProvider, ProvisionRequ
 from spotgate.fleet.signals import ON_DEMAND, SPOT
 from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.fleet.worker import Worker, WorkerState
-from spotgate.runtime import Runtime, build_runtime
+from spotgate.hosts.gateway import assemble_runtime, build_gateway
+from spotgate.runtime import Runtime
 from spotgate.settings import Settings
 from tests.conftest import free_socket
 
@@ -76,12 +77,12 @@ async def control_plane(tmp_path: Path, *, provision_delay_s: float = 0.0) -> As
         cache_backend="off",
         capacity_wait_s=0,
     )
-    runtime = build_runtime(settings, InMemoryWorkerStore())
+    parts = build_gateway(settings, InMemoryWorkerStore())
     sock = free_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    market = LocalSpotMarket(runtime.registry, lambda _worker_id, _notice_s: None)
+    market = LocalSpotMarket(parts.registry, lambda _worker_id, _notice_s: None)
     compute = LocalProcessCompute(
-        runtime.registry,
+        parts.registry,
         control_plane_url=url,
         fleet_token=TOKEN,
         log_dir=tmp_path / "logs",
@@ -99,7 +100,8 @@ async def control_plane(tmp_path: Path, *, provision_delay_s: float = 0.0) -> As
     def later(delay: float, action: Callable[[], None]) -> None:
         loop.call_later(delay, action)
 
-    runtime.scheduled_events = FakeScheduledEvents(runtime.clock, crash, later)
+    events = FakeScheduledEvents(parts.clock, crash, later)
+    runtime = assemble_runtime(parts, scheduled_events=events)
     config = uvicorn.Config(
         create_app(runtime), log_level="warning", access_log=False, lifespan="on"
     )

@@ -25,7 +25,7 @@ from spotgate.adapters.local.sqlite_fleet_journal import SqliteFleetJournal
 from spotgate.adapters.local.sqlite_worker_store import SqliteWorkerStore
 from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.fleet.worker import Worker
-from spotgate.runtime import build_runtime
+from spotgate.hosts.gateway import build_runtime
 from spotgate.settings import Settings
 
 

@@ -13,9 +13,9 @@ from spotgate.adapters.local.scheduled_events import FakeScheduledEvents
 from spotgate.api.app import create_app
 from spotgate.cli_client import StackClient, discover_admin_key, discover_key
 from spotgate.clock import ManualClock
-from spotgate.devstack import dev_settings
 from spotgate.fleet.store import InMemoryWorkerStore
-from spotgate.runtime import build_runtime
+from spotgate.hosts.gateway import build_runtime
+from spotgate.hosts.local import dev_settings
 from spotgate.settings import Settings
 
 pytestmark = pytest.mark.adversarial
@@ -86,9 +86,10 @@ def test_workers_never_inherit_secrets_from_the_dev_process() -> None:
 
 @pytest.mark.parametrize(("peer", "status"), [("127.0.0.1", 200), ("10.9.8.7", 404)])
 async def test_the_local_metadata_service_answers_only_this_machine(peer: str, status: int) -> None:
-    runtime = build_runtime(Settings(cache_backend="off"), InMemoryWorkerStore())
-    clock = ManualClock()
-    runtime.scheduled_events = FakeScheduledEvents(clock, lambda _w: None, lambda _d, _a: None)
+    events = FakeScheduledEvents(ManualClock(), lambda _w: None, lambda _d, _a: None)
+    runtime = build_runtime(
+        Settings(cache_backend="off"), InMemoryWorkerStore(), scheduled_events=events
+    )
     transport = httpx.ASGITransport(app=create_app(runtime), client=(peer, 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://dev") as client:
         path = "/_local/imds/default-w1/metadata/scheduledevents"

@@ -17,7 +17,8 @@ import pytest
 
 from spotgate.api.app import create_app
 from spotgate.fleet.store import InMemoryWorkerStore
-from spotgate.runtime import Runtime, build_runtime
+from spotgate.hosts.gateway import build_runtime
+from spotgate.runtime import Runtime
 from tests.adversarial.conftest import (
     ADMIN_KEY,
     API_KEY,

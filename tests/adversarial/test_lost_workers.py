@@ -20,7 +20,7 @@ from spotgate.fleet.capacity_mix import CapacityMixConfig
 from spotgate.fleet.compute import Instance
 from spotgate.fleet.fleet_policy import FleetPolicyConfig
 from spotgate.fleet.observation import PoolObservation, observe_pool
-from spotgate.fleet.reconciler import PolicyState, plan_tick
+from spotgate.fleet.planner import PolicyState, plan_tick
 from spotgate.fleet.registration import check_worker_url, parse_networks
 from spotgate.fleet.registry import WorkerRegistry, WorkerRetired
 from spotgate.fleet.store import InMemoryWorkerStore
@@ -94,7 +94,7 @@ def silence(registry: WorkerRegistry, clock: ManualClock, quiet: str, others: li
 
 def deleted(observation: PoolObservation, config: FleetPolicyConfig) -> dict[str, str]:
     decision = plan_tick(observation, config, PolicyState({}, {}), None, 1).decision
-    return {d["worker_id"]: d["why"] for d in decision.delete}
+    return {d.worker_id: d.why for d in decision.delete}
 
 
 def test_a_lost_worker_is_deleted_in_the_tick_that_requests_its_replacement() -> None:
@@ -103,9 +103,9 @@ def test_a_lost_worker_is_deleted_in_the_tick_that_requests_its_replacement() ->
     observation = observe(registry, clock, instances)
     assert observation.lost == (("w2", registry.get("w2").state_changed_at),)  # type: ignore[union-attr]
     decision = plan_tick(observation, policy(2), PolicyState({}, {}), None, 1).decision
-    assert [p["count"] for p in decision.provision] == [1]
-    assert [d["worker_id"] for d in decision.delete] == ["w2"]
-    assert "lost (replaced" in decision.reason
+    assert [p.count for p in decision.provision] == [1]
+    assert [d.worker_id for d in decision.delete] == ["w2"]
+    assert "delete_lost" in decision.codes
 
 
 def test_a_lost_worker_nobody_replaces_goes_after_its_grace_period() -> None:
@@ -134,7 +134,8 @@ async def test_a_lost_worker_back_after_its_replacement_is_retired_not_the_repla
     decision = plan_tick(
         observe(registry, clock, instances), policy(2), PolicyState({}, {}), None, 1
     )
-    await activities.delete_workers(services, {"pool": POOL, "workers": decision.decision.delete})
+    workers = [d.to_dict() for d in decision.decision.delete]
+    await activities.delete_workers(services, {"pool": POOL, "workers": workers})
     address = check_worker_url("http://127.0.0.1:9101", LOOPBACK)
     with pytest.raises(WorkerRetired):
         registry.enroll("w2", address, None, pool=POOL, model="m", engine="vllm")
@@ -195,7 +196,8 @@ async def test_a_lost_vm_of_a_scale_set_is_deleted_by_name(arm: ArmTransport) ->
         )
         decision = plan_tick(observation, policy(1), PolicyState({}, {}), None, 1).decision
         delete_ok(arm, SPOT_Z2)
-        gone = await activities.delete_workers(services, {"pool": POOL, "workers": decision.delete})
+        workers = [d.to_dict() for d in decision.delete]
+        gone = await activities.delete_workers(services, {"pool": POOL, "workers": workers})
     finally:
         await compute.close()
     assert gone == ["sg-chat-spot-z2_3"]

@@ -115,4 +115,4 @@ def test_a_client_that_gives_up_stops_the_work_and_nothing_is_retried(gateway_of
         assert sum(w.hung_up_on for w in workers) == 1, "the worker's connection was closed"
         time.sleep(1.0)
         assert sum(len(w.received) for w in workers) == 1, "and no other worker got it"
-        assert gateway.runtime.load.total() == 0
+        assert gateway.runtime.in_flight.total() == 0

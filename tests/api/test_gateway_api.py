@@ -10,7 +10,8 @@ import pytest
 from spotgate.api.app import create_app
 from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.gateway.upstream import UpstreamReply
-from spotgate.runtime import Runtime, build_runtime
+from spotgate.hosts.gateway import build_runtime
+from spotgate.runtime import Runtime
 from spotgate.settings import Settings
 
 API_KEY = "sk-test"
@@ -153,7 +154,7 @@ async def test_malformed_body_is_400_naming_the_field(client: httpx.AsyncClient)
 
 
 async def test_oversized_body_is_413(client: httpx.AsyncClient, runtime: Runtime) -> None:
-    runtime.settings.max_body_bytes = 100
+    runtime.settings.server.max_body_bytes = 100
     big = {**CHAT, "messages": [{"role": "user", "content": "x" * 500}]}
     assert_openai_error(await client.post("/v1/chat/completions", json=big, headers=auth()), 413)
 

@@ -50,7 +50,7 @@ from schemathesis.errors import FailureGroup
 from spotgate.api.app import create_app
 from spotgate.engines.sim import SimConfig, create_sim_app
 from spotgate.fleet.store import InMemoryWorkerStore
-from spotgate.runtime import build_runtime
+from spotgate.hosts.gateway import build_runtime
 from spotgate.settings import Settings
 from tests.api.test_gateway_api import API_KEY, auth
 from tests.conftest import serve_asgi

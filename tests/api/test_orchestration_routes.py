@@ -8,9 +8,10 @@ import httpx
 import pytest
 
 from spotgate.api.app import create_app
+from spotgate.fleet.journal import InMemoryFleetJournal
 from spotgate.fleet.store import InMemoryWorkerStore
-from spotgate.orchestrations.local import start_local_orchestrations
-from spotgate.runtime import build_runtime
+from spotgate.hosts.gateway import assemble_runtime, build_gateway
+from spotgate.hosts.local import local_runner, start_monitors
 from spotgate.settings import Settings
 
 ADMIN = {"Authorization": "Bearer admin-key"}
@@ -26,8 +27,11 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         public_url=PUBLIC,
         monitor_tick_s=60,
     )
-    runtime = build_runtime(settings, InMemoryWorkerStore())
-    runner = await start_local_orchestrations(runtime)
+    parts = build_gateway(settings, InMemoryWorkerStore())
+    journal = InMemoryFleetJournal()
+    runner = local_runner(parts, journal)
+    runtime = assemble_runtime(parts, journal=journal, orchestrations=runner)
+    await start_monitors(runner, runtime.monitors)
     transport = httpx.ASGITransport(app=create_app(runtime))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:

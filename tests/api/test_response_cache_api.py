@@ -11,7 +11,8 @@ import pytest
 
 from spotgate.api.app import create_app
 from spotgate.fleet.store import InMemoryWorkerStore
-from spotgate.runtime import Runtime, build_runtime
+from spotgate.hosts.gateway import build_runtime
+from spotgate.runtime import Runtime
 from spotgate.settings import Settings
 from tests.api.test_gateway_api import API_KEY, EchoUpstream, auth
 from tests.openai_schema import validate

@@ -15,7 +15,8 @@ from spotgate.api.app import create_app
 from spotgate.engines.sim import SimConfig, create_sim_app
 from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.gateway.model_catalogue import ModelEntry, SpilloverTarget
-from spotgate.runtime import Runtime, build_runtime
+from spotgate.hosts.gateway import build_runtime
+from spotgate.runtime import Runtime
 from spotgate.settings import Settings
 from tests.api.test_gateway_api import API_KEY, auth
 from tests.conftest import serve_asgi

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from spotgate.adapters.local.http_server import http_protocol_for
 from spotgate.api.app import create_app
 from spotgate.fleet.store import InMemoryWorkerStore
-from spotgate.runtime import build_runtime
+from spotgate.hosts.gateway import build_runtime
+from spotgate.hosts.http import http_protocol_for
 from spotgate.settings import Settings
 from tests.adapters.test_http_server import (
     CLOSE_BOUND_S,

@@ -12,7 +12,7 @@ import pytest
 from spotgate.api.app import create_app
 from spotgate.engines.sim import SimConfig, create_sim_app
 from spotgate.fleet.store import InMemoryWorkerStore
-from spotgate.runtime import build_runtime
+from spotgate.hosts.gateway import build_runtime
 from spotgate.settings import Settings
 from tests.api.test_gateway_api import API_KEY
 from tests.conftest import serve_asgi
@@ -62,9 +62,9 @@ async def test_disconnect_before_the_first_byte_releases_everything(slow_worker:
         await asyncio.wait_for(app(scope, receive, send), 10)
     assert runtime.router is not None
     for _ in range(100):
-        if runtime.load.total() == 0 and runtime.router.admission.in_use("default") == 0:
+        if runtime.in_flight.total() == 0 and runtime.router.admission.in_use("default") == 0:
             break
         await asyncio.sleep(0.02)
-    assert runtime.load.total() == 0
+    assert runtime.in_flight.total() == 0
     assert runtime.router.admission.in_use("default") == 0
     await runtime.close()

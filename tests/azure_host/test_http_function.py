@@ -12,7 +12,7 @@ import pytest
 from azurefunctions.extensions.http.fastapi import Request
 
 from spotgate.adapters.azure.asgi_stream_bridge import shutdown_all
-from spotgate.azure_host import build_function_app
+from spotgate.hosts.azure import build_function_app
 from spotgate.runtime import Runtime
 
 

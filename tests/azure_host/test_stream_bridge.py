@@ -24,10 +24,11 @@ from starlette.types import Receive, Scope, Send
 
 from spotgate.adapters.azure.asgi_stream_bridge import call_asgi, shutdown
 from spotgate.api.app import create_app
-from spotgate.azure_host import register_http_api
 from spotgate.engines.sim import SimConfig, create_sim_app
 from spotgate.fleet.store import InMemoryWorkerStore
-from spotgate.runtime import Runtime, build_runtime
+from spotgate.hosts.azure import register_http_api
+from spotgate.hosts.gateway import build_runtime
+from spotgate.runtime import Runtime
 from spotgate.settings import Settings
 from tests.api.test_gateway_api import API_KEY, auth
 from tests.azure_host.functions_worker import functions_worker
@@ -107,7 +108,7 @@ async def test_a_streamed_completion_arrives_chunk_by_chunk(gateway: Gateway) ->
         reads.append(await anext(chunks))
         # The first chunk is here while the generation is still running upstream.
         assert b"[DONE]" not in reads[0]
-        assert gateway.runtime.load.total() == 1
+        assert gateway.runtime.in_flight.total() == 1
         async for chunk in chunks:
             reads.append(chunk)
     text = b"".join(reads).decode()
@@ -119,7 +120,7 @@ async def test_a_streamed_completion_arrives_chunk_by_chunk(gateway: Gateway) ->
     assert sum(1 for piece in content if piece) == 40
     # A buffered bridge hands the whole stream over in one or two reads.
     assert len(reads) >= 10, f"only {len(reads)} reads: the stream was buffered"
-    assert await wait_until(lambda: gateway.runtime.load.total() == 0)
+    assert await wait_until(lambda: gateway.runtime.in_flight.total() == 0)
 
 
 async def test_a_plain_request_round_trips_status_body_and_headers(gateway: Gateway) -> None:
@@ -179,11 +180,11 @@ async def test_a_client_leaving_mid_stream_releases_the_worker(gateway: Gateway)
     ) as response:
         assert response.status_code == 200
         await anext(response.aiter_raw())
-        assert gateway.runtime.load.total() == 1
+        assert gateway.runtime.in_flight.total() == 1
     router = gateway.runtime.router
     assert router is not None
     released = await wait_until(
-        lambda: gateway.runtime.load.total() == 0 and router.admission.in_use("default") == 0
+        lambda: gateway.runtime.in_flight.total() == 0 and router.admission.in_use("default") == 0
     )
     assert released, "the app never saw http.disconnect: the worker is still counted busy"
 

@@ -154,8 +154,10 @@ def test_settings_take_the_catalogue_inline_from_env(monkeypatch: pytest.MonkeyP
     )
     monkeypatch.setenv("SPOTGATE_CATALOGUE_FILE", "/etc/spotgate/models.yaml")
     settings = Settings()
-    assert settings.model_catalogue == [ModelEntry(name="m", context_length=2048, aliases=["a"])]
-    assert settings.catalogue_file == Path("/etc/spotgate/models.yaml")
+    assert settings.gateway.model_catalogue == [
+        ModelEntry(name="m", context_length=2048, aliases=["a"])
+    ]
+    assert settings.gateway.catalogue_file == Path("/etc/spotgate/models.yaml")
 
 
 def test_a_recently_gone_workers_model_stays_known_so_requests_wait_not_404() -> None:

@@ -31,7 +31,7 @@ import tree_sitter_bicep
 from pycep import BicepParser
 from tree_sitter import Language, Node, Parser
 
-from spotgate.settings import Settings
+from spotgate.settings import FLAT_NAMES, Settings
 from tests.worker_image.test_cloud_init import PLACEHOLDERS  # the contract with cloud-init
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,7 +101,6 @@ REQUIRED_APP_SETTINGS = {
     "SPOTGATE_BATCH_QUEUE_ACCOUNT_URL",
     "SPOTGATE_MONITOR_METRICS_ENDPOINT",
     "SPOTGATE_MONITOR_GATEWAY_RESOURCE_ID",
-    "SPOTGATE_MONITOR_WORKSPACE_ID",
     "SPOTGATE_MIN_WORKERS",
     "SPOTGATE_MAX_WORKERS",
     "SPOTGATE_PUBLIC_URL",
@@ -722,7 +721,6 @@ def test_app_settings_are_complete_and_identity_based() -> None:
         "https://${normalizedLocation}.metrics.monitor.azure.com"
     )
     assert render(settings["SPOTGATE_MONITOR_GATEWAY_RESOURCE_ID"]) == "appInsights.id"
-    assert render(settings["SPOTGATE_MONITOR_WORKSPACE_ID"]) == "workspace.properties.customerId"
     assert render(settings["SPOTGATE_MIN_WORKERS"]) == "string(minWorkers)"
     functions_params = doc("main.bicep")["modules"]["functions"]["config"]["params"]
     assert functions_params["minWorkers"] == "minWorkers"
@@ -758,7 +756,7 @@ def test_secrets_reach_the_app_only_as_key_vault_references() -> None:
 
 def test_spotgate_app_settings_are_real_settings_fields() -> None:
     """A renamed or removed Settings field breaks this, not the deployed app."""
-    fields = set(Settings.model_fields)
+    fields = set(Settings.model_fields) | set(FLAT_NAMES)
     prefix = Settings.model_config["env_prefix"]
     assert prefix == "SPOTGATE_"
     spotgate = [name for name in _app_settings() if name.startswith(prefix)]

@@ -26,7 +26,7 @@ import pytest
 
 from spotgate.api.app import create_app
 from spotgate.fleet.store import InMemoryWorkerStore
-from spotgate.runtime import build_runtime
+from spotgate.hosts.gateway import build_runtime
 from spotgate.settings import Settings
 from tests.conftest import VllmServer, serve_asgi
 from tests.integration.conftest import KEY, Stack, sim_stack

@@ -25,7 +25,7 @@ from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.fleet.worker import WorkerState
 from spotgate.orchestrations import blueprint
 from spotgate.orchestrations.activities import activity_table
-from spotgate.orchestrations.fleet_monitor import initial_state, monitor_instance_id
+from spotgate.orchestrations.monitor_contract import initial_state, monitor_instance_id
 from spotgate.orchestrations.services import SimpleFleetServices
 
 from .conftest import Fleet

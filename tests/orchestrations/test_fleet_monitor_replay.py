@@ -13,7 +13,7 @@ from azure.durable_functions.orchestrator import Orchestrator
 from spotgate.adapters.local.durable_protocol import context_json, flatten_actions
 from spotgate.fleet.fleet_policy import FleetPolicyConfig
 from spotgate.orchestrations import blueprint
-from spotgate.orchestrations.fleet_monitor import initial_state
+from spotgate.orchestrations.monitor_contract import initial_state
 
 from .conftest import ReplayHost, observation
 

@@ -10,9 +10,9 @@ from azure.durable_functions.testing import orchestrator_generator_wrapper
 
 from spotgate.fleet.fleet_policy import FleetPolicyConfig
 from spotgate.fleet.observation import PoolObservation
-from spotgate.fleet.reconciler import PolicyState, plan_tick
+from spotgate.fleet.planner import PolicyState, plan_tick
 from spotgate.orchestrations import blueprint
-from spotgate.orchestrations.fleet_monitor import (
+from spotgate.orchestrations.monitor_contract import (
     HISTORY_LIMIT,
     MonitorState,
     initial_state,
@@ -123,7 +123,8 @@ def test_custom_status_carries_levels_and_explains_the_last_decision() -> None:
     assert status["draining"] == 1 and status["provisioning"] == 1
     assert status["observed_at"] == 1_700_000_000.0
     assert status["last_decision"] == "scale_up"
-    assert "provision 1 spot" in status["why"] and "ready 0->2" in status["why"]
+    assert {p["priority"] for p in status["decision"]["provision"]} == {"spot"}
+    assert status["decision"]["codes"][0] == "raised_to_min"  # a fixed pool of 4
 
 
 def test_run_loops_ticks_per_run_times_then_continues_as_new_with_the_state() -> None:
@@ -162,7 +163,7 @@ def test_policy_memory_survives_continue_as_new() -> None:
     second = FakeContext(carried, [later])
     run(second)
     assert second.custom_status["desired"] < 3
-    assert "scale down" in second.custom_status["why"]
+    assert second.custom_status["decision"]["codes"][0] == "scale_down_after_window"
 
 
 def test_a_wake_cancels_the_timer_and_ends_the_run_so_the_next_tick_is_immediate() -> None:

@@ -10,10 +10,11 @@ import pytest
 from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 from azure.functions.timer import TimerRequest
 
+from spotgate.hosts.gateway import monitor_plan
 from spotgate.orchestrations import blueprint
-from spotgate.orchestrations.fleet_monitor import initial_state
+from spotgate.orchestrations.monitor_contract import MonitorPlan, initial_state
 from spotgate.orchestrations.watchdog import ensure_monitors
-from spotgate.settings import parse_pools
+from spotgate.settings import Settings, parse_pools
 
 NOT_FOUND = DurableOrchestrationStatus.from_json("")  # what get_status returns on a 404
 
@@ -25,6 +26,21 @@ def status(runtime_status: str) -> DurableOrchestrationStatus:
         createdTime="2024-01-01T00:00:00Z",
         runtimeStatus=runtime_status,
     )
+
+
+def pools(*names: str, tick_seconds: float = 5.0, ticks_per_run: int = 12) -> MonitorPlan:
+    return MonitorPlan(names, {}, tick_seconds=tick_seconds, ticks_per_run=ticks_per_run)
+
+
+@pytest.fixture
+def host_plan() -> Any:
+    """Installs the monitor plan the Azure host builds from its settings, as at startup."""
+
+    def install() -> None:
+        blueprint.set_monitor_plan(monitor_plan(Settings()))
+
+    yield install
+    blueprint.set_monitor_plan(None)
 
 
 def client(*statuses: Any) -> MagicMock:
@@ -39,7 +55,7 @@ def client(*statuses: Any) -> MagicMock:
 )
 async def test_starts_the_monitor_when_none_is_alive(found: Any) -> None:
     mock = client(found)
-    started = await ensure_monitors(mock, ["default"], tick_seconds=2.0, ticks_per_run=4)
+    started = await ensure_monitors(mock, pools("default", tick_seconds=2.0, ticks_per_run=4))
     assert started == ["fleet-monitor-default"]
     mock.get_status.assert_awaited_once_with("fleet-monitor-default")
     mock.start_new.assert_awaited_once_with(
@@ -52,13 +68,13 @@ async def test_starts_the_monitor_when_none_is_alive(found: Any) -> None:
 @pytest.mark.parametrize("alive", ["Running", "Pending"])
 async def test_leaves_a_live_monitor_alone(alive: str) -> None:
     mock = client(status(alive))
-    assert await ensure_monitors(mock, ["default"]) == []
+    assert await ensure_monitors(mock, pools("default")) == []
     mock.start_new.assert_not_awaited()
 
 
 async def test_an_unreadable_status_is_not_taken_for_a_dead_monitor() -> None:
     mock = client(RuntimeError("storage timeout"), NOT_FOUND)
-    assert await ensure_monitors(mock, ["a", "b"]) == ["fleet-monitor-b"]
+    assert await ensure_monitors(mock, pools("a", "b")) == ["fleet-monitor-b"]
     assert mock.start_new.await_count == 1
 
 
@@ -69,10 +85,11 @@ def test_pools_come_from_env_as_json_or_comma_list() -> None:
 
 
 async def test_timer_function_checks_every_configured_pool(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, host_plan: Any
 ) -> None:
     monkeypatch.setenv("SPOTGATE_POOLS", "a,b")
     monkeypatch.setenv("SPOTGATE_MONITOR_TICK_S", "3")
+    host_plan()
     mock = client(status("Running"), status("Terminated"))
     watchdog = blueprint.fleet_watchdog.build().get_user_function().client_function
 
@@ -87,11 +104,12 @@ async def test_timer_function_checks_every_configured_pool(
 
 
 async def test_the_started_monitor_gets_the_pools_policy_from_settings(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, host_plan: Any
 ) -> None:
     monkeypatch.setenv("SPOTGATE_POOLS", "gpu")
     monkeypatch.setenv("SPOTGATE_MAX_WORKERS", "12")
     monkeypatch.setenv("SPOTGATE_POOL_POLICIES", '{"gpu": {"mix": {"base_on_demand": 1}}}')
+    host_plan()
     mock = client(NOT_FOUND)
     watchdog = blueprint.fleet_watchdog.build().get_user_function().client_function
 

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from spotgate.api import (
+    agent_routes,
     fleet_routes,
     health_routes,
     local_imds_routes,
@@ -34,6 +35,7 @@ def create_app(runtime: Runtime, *, local: bool = True) -> Starlette:
     routes = [
         *openai_routes.routes,
         *health_routes.routes,
+        *agent_routes.routes,
         *fleet_routes.routes,
         *orchestration_routes.routes,
     ]

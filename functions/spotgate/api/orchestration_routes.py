@@ -7,6 +7,7 @@ never from the request's Host header, which any client may set.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -18,37 +19,47 @@ from spotgate.api.errors import json_response
 from spotgate.api.request_reading import read_request_body
 from spotgate.errors import InvalidRequest, NotFound
 from spotgate.gateway.request_body import parse_body
-from spotgate.orchestrations.fleet_monitor import MonitorState, monitor_instance_id
-from spotgate.orchestrations.watchdog import start_input
-from spotgate.runtime import OrchestrationControl, Runtime
-
-_STARTABLE = {"fleet_monitor"}
+from spotgate.orchestrations.control import OrchestrationControl
+from spotgate.orchestrations.monitor_contract import (
+    ORCHESTRATOR_NAME,
+    MonitorPlan,
+    MonitorState,
+    monitor_instance_id,
+)
+from spotgate.runtime import Runtime
 
 
 def _control(request: Request) -> tuple[Runtime, OrchestrationControl]:
     runtime = require_admin(request)
-    if runtime.orchestrations is None:
+    control = runtime.orchestrations
+    if control is None or not control.available:
         raise NotFound("No orchestration runner in this process.", code="not_found")
-    return runtime, runtime.orchestrations
+    return runtime, control
+
+
+def _monitor_input(monitors: MonitorPlan, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(pool, first input): the pool's usual start input, with the operator's overrides."""
+    pool = body.get("pool", "default")
+    if pool not in monitors.pools:
+        raise InvalidRequest(f"Unknown pool '{pool}'.", param="pool")
+    extra = body.get("input") or {}
+    if not isinstance(extra, dict):
+        raise InvalidRequest("'input' must be an object.", param="input")
+    first = monitors.start_input(pool) | extra | {"pool": pool}
+    try:
+        MonitorState.from_input(first)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest(f"Invalid fleet_monitor input: {exc}", param="input") from None
+    return pool, first
 
 
 async def start(request: Request) -> Response:
     runtime, control = _control(request)
     name = request.path_params["name"]
-    if name not in _STARTABLE:
+    if name != ORCHESTRATOR_NAME:
         raise NotFound(f"No orchestration named '{name}'.", code="not_found")
     body = parse_body(await read_request_body(request) or b"{}")
-    pool = body.get("pool", "default")
-    if pool not in runtime.settings.pools:
-        raise InvalidRequest(f"Unknown pool '{pool}'.", param="pool")
-    extra = body.get("input") or {}
-    if not isinstance(extra, dict):
-        raise InvalidRequest("'input' must be an object.", param="input")
-    first = start_input(runtime.settings, pool) | extra | {"pool": pool}
-    try:
-        MonitorState.from_input(first)
-    except (ValueError, TypeError) as exc:
-        raise InvalidRequest(f"Invalid fleet_monitor input: {exc}", param="input") from None
+    pool, first = _monitor_input(runtime.monitors, body)
     instance_id = await control.start(name, monitor_instance_id(pool), first)
     links = control.management_links(runtime.settings.base_url(), instance_id)
     return json_response(links, 202)

@@ -57,9 +57,9 @@ async def read_request_body(request: Request) -> bytes:
     settings: Settings = request.app.state.runtime.settings
     return await read_body(
         request,
-        settings.max_body_bytes,
-        silence_s=settings.body_timeout_s,
-        deadline_s=settings.body_deadline_s,
+        settings.server.max_body_bytes,
+        silence_s=settings.server.body_timeout_s,
+        deadline_s=settings.server.body_deadline_s,
     )
 
 

@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from spotgate.fleet.compute import CapacityError, ProvisionRequest
+from spotgate.fleet.decision import DeleteRequest
 from spotgate.fleet.observation import observe_pool as _observe
 from spotgate.fleet.worker import WorkerState
 from spotgate.orchestrations.services import FleetServices
@@ -30,20 +31,20 @@ Activity = Callable[[Any], Awaitable[Any]]
 
 
 async def observe_pool(services: FleetServices, payload: dict[str, Any]) -> dict[str, Any]:
-    """Reconcile the registry with the cloud and read the load: what one tick acts on."""
+    """Reconcile the registry with the cloud and read the demand: what one tick acts on."""
     pool = str(payload["pool"])
     now = services.clock.now()
     lookback_s = float(payload.get("lookback_s", 900.0))
     since = now - lookback_s
     instances = await services.compute.instances(pool) if services.compute else None
-    load = await services.load_source.load(pool) if services.load_source else None
+    demand = await services.demand.of(pool) if services.demand else None
     services.journal.prune(now - 2 * lookback_s)
     observation = _observe(
         services.registry,
         pool,
         heartbeat_timeout_s=services.heartbeat_timeout_s,
         now=now,
-        load=load,
+        demand=demand,
         in_flight=services.in_flight,
         evictions=services.journal.evictions(pool, since),
         capacity_failures=services.journal.capacity_failures(pool, since),
@@ -53,7 +54,10 @@ async def observe_pool(services: FleetServices, payload: dict[str, Any]) -> dict
 
 
 async def provision_workers(services: FleetServices, payload: dict[str, Any]) -> dict[str, Any]:
-    """Ask the cloud for workers; a refusal is recorded for the capacity mix, not raised."""
+    """Ask the cloud for workers; a refusal is recorded for the capacity mix, not raised.
+
+    The payload is a `ProvisionRequest.to_dict()`.
+    """
     request = ProvisionRequest.from_dict(payload)
     if services.compute is None:
         return {"provisioned": [], "failure": None}
@@ -98,11 +102,13 @@ async def drain_workers(services: FleetServices, payload: dict[str, Any]) -> lis
 
 
 async def delete_workers(services: FleetServices, payload: dict[str, Any]) -> list[str]:
-    """Delete exactly the named instances, then forget them: never a blind capacity decrease."""
+    """Delete exactly the named instances, then forget them: never a blind capacity decrease.
+
+    `workers` holds `DeleteRequest.to_dict()`s: `{"worker_id", "why"}`.
+    """
     pool = str(payload["pool"])
-    wanted = {
-        str(d["worker_id"]): str(d.get("why", "deleted")) for d in payload.get("workers") or []
-    }
+    requests = [DeleteRequest.from_dict(d) for d in payload.get("workers") or []]
+    wanted = {r.worker_id: r.why or "deleted" for r in requests}
     if not wanted:
         return []
     deleted = list(wanted)

@@ -18,8 +18,8 @@ import azure.functions as func
 
 from spotgate.orchestrations import activities, watchdog
 from spotgate.orchestrations.fleet_monitor import fleet_monitor as _fleet_monitor
+from spotgate.orchestrations.monitor_contract import MonitorPlan
 from spotgate.orchestrations.services import FleetServices
-from spotgate.settings import Settings
 
 ServicesProvider = Callable[[], FleetServices]
 StartupHook = Callable[[], Awaitable[None]]
@@ -29,6 +29,7 @@ bp = df.Blueprint()
 
 _provider: ServicesProvider | None = None
 _startup: StartupHook | None = None
+_monitors: MonitorPlan | None = None
 _client_listeners: list[ClientListener] = []
 
 
@@ -49,6 +50,12 @@ async def _services_ready() -> FleetServices:
     if _startup is not None:
         await _startup()
     return _services()
+
+
+def set_monitor_plan(plan: MonitorPlan | None) -> None:
+    """Which pools the watchdog keeps a monitor for, and their start input (from the host)."""
+    global _monitors
+    _monitors = plan
 
 
 def on_durable_client(listener: ClientListener) -> None:
@@ -97,11 +104,6 @@ async def fleet_watchdog(timer: func.TimerRequest, client: df.DurableOrchestrati
         await _startup()
     for listener in _client_listeners:
         listener(client)
-    settings = Settings()
-    await watchdog.ensure_monitors(
-        client,
-        settings.pools,
-        tick_seconds=settings.monitor_tick_s,
-        ticks_per_run=settings.monitor_ticks_per_run,
-        policy_for=settings.fleet_policy,
-    )
+    if _monitors is None:
+        raise RuntimeError("No monitor plan: call set_monitor_plan() at startup.")
+    await watchdog.ensure_monitors(client, _monitors)

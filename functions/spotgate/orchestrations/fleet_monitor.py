@@ -19,16 +19,14 @@ the next run ticks at once, which is exactly what the wake asked for.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import azure.durable_functions as df
 
 from spotgate.fleet.decision import Decision
-from spotgate.fleet.fleet_policy import FleetPolicyConfig
 from spotgate.fleet.observation import PoolObservation
-from spotgate.fleet.reconciler import PolicyState, plan_tick
+from spotgate.fleet.planner import plan_tick
 from spotgate.orchestrations.activities import (
     DELETE_WORKERS,
     DRAIN_WORKERS,
@@ -36,79 +34,7 @@ from spotgate.orchestrations.activities import (
     PROVISION_WORKERS,
     RECORD_DECISION,
 )
-
-ORCHESTRATOR_NAME = "fleet_monitor"
-WAKE_EVENT = "wake"
-HISTORY_LIMIT = 10
-DEFAULT_TICK_SECONDS = 5.0
-DEFAULT_TICKS_PER_RUN = 12
-
-
-def monitor_instance_id(pool: str) -> str:
-    """One instance per pool, with a fixed id, so starting it twice can never fork a pool."""
-    return f"fleet-monitor-{pool}"
-
-
-@dataclass
-class MonitorState:
-    """What survives continue_as_new: tick counter, policy and its memory, recent decisions."""
-
-    pool: str
-    tick: int = 0
-    tick_seconds: float = DEFAULT_TICK_SECONDS
-    ticks_per_run: int = DEFAULT_TICKS_PER_RUN
-    policy: FleetPolicyConfig = field(default_factory=FleetPolicyConfig)
-    policy_state: PolicyState = field(default_factory=lambda: PolicyState({}, {}))
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def from_input(cls, data: Any) -> MonitorState:
-        if not isinstance(data, dict) or not data.get("pool"):
-            raise ValueError("fleet_monitor needs an input object with a 'pool'.")
-        state = cls(
-            pool=str(data["pool"]),
-            tick=int(data.get("tick", 0)),
-            tick_seconds=float(data.get("tick_seconds", DEFAULT_TICK_SECONDS)),
-            ticks_per_run=int(data.get("ticks_per_run", DEFAULT_TICKS_PER_RUN)),
-            policy=FleetPolicyConfig.from_dict(data.get("policy")),
-            policy_state=PolicyState.from_dict(data.get("policy_state")),
-            history=list(data.get("history") or [])[-HISTORY_LIMIT:],
-        )
-        if state.tick_seconds <= 0 or state.ticks_per_run < 1:
-            raise ValueError("tick_seconds must be > 0 and ticks_per_run >= 1.")
-        return state
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "pool": self.pool,
-            "tick": self.tick,
-            "tick_seconds": self.tick_seconds,
-            "ticks_per_run": self.ticks_per_run,
-            "policy": self.policy.to_dict(),
-            "policy_state": self.policy_state.to_dict(),
-            "history": list(self.history),
-        }
-
-    def last_decision(self) -> Decision | None:
-        return Decision.from_dict(self.history[-1]) if self.history else None
-
-    def record(self, decision: Decision, policy_state: PolicyState) -> None:
-        self.tick = decision.tick
-        self.policy_state = policy_state
-        self.history = [*self.history, decision.to_dict()][-HISTORY_LIMIT:]
-
-
-def initial_state(
-    pool: str,
-    *,
-    tick_seconds: float = DEFAULT_TICK_SECONDS,
-    ticks_per_run: int = DEFAULT_TICKS_PER_RUN,
-    policy: FleetPolicyConfig | None = None,
-) -> dict[str, Any]:
-    state = MonitorState(pool, tick_seconds=tick_seconds, ticks_per_run=ticks_per_run)
-    if policy is not None:
-        state.policy = policy
-    return state.to_dict()
+from spotgate.orchestrations.monitor_contract import WAKE_EVENT, MonitorState
 
 
 def status_view(state: MonitorState, decision: Decision) -> dict[str, Any]:
@@ -177,7 +103,7 @@ def _tick(
     if not decision.dry_run:
         if decision.provision:
             yield context.task_all(
-                [context.call_activity(PROVISION_WORKERS, p) for p in decision.provision]
+                [context.call_activity(PROVISION_WORKERS, p.to_dict()) for p in decision.provision]
             )
         if decision.drain:
             yield context.call_activity(
@@ -185,7 +111,8 @@ def _tick(
             )
         if decision.delete:
             yield context.call_activity(
-                DELETE_WORKERS, {"pool": state.pool, "workers": decision.delete}
+                DELETE_WORKERS,
+                {"pool": state.pool, "workers": [d.to_dict() for d in decision.delete]},
             )
     yield context.call_activity(
         RECORD_DECISION, {"pool": state.pool, "decision": decision.to_dict()}

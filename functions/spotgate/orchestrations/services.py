@@ -17,7 +17,7 @@ from typing import Protocol
 from spotgate.clock import Clock
 from spotgate.fleet.compute import ComputeProvider
 from spotgate.fleet.journal import FleetJournal, InMemoryFleetJournal
-from spotgate.fleet.observation import PoolLoadSource
+from spotgate.fleet.observation import DemandSource
 from spotgate.fleet.registry import WorkerRegistry
 
 
@@ -27,7 +27,7 @@ class FleetServices(Protocol):
     heartbeat_timeout_s: float
     journal: FleetJournal
     compute: ComputeProvider | None
-    load_source: PoolLoadSource | None
+    demand: DemandSource | None
 
     def in_flight(self, worker_id: str) -> int:
         """Requests this gateway has open on the worker (0 where it cannot know)."""
@@ -52,5 +52,5 @@ class SimpleFleetServices:
     heartbeat_timeout_s: float = 6.0
     journal: FleetJournal = field(default_factory=InMemoryFleetJournal)
     compute: ComputeProvider | None = None
-    load_source: PoolLoadSource | None = None
+    demand: DemandSource | None = None
     in_flight: Callable[[str], int] = _nothing_in_flight

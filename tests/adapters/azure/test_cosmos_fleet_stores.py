@@ -675,6 +675,15 @@ def cosmos_settings(server: CosmosServer, database: str) -> Settings:
     )
 
 
+def where(settings: Settings) -> dict[str, Any]:
+    """The stores' own arguments, as the Azure host takes them from its settings."""
+    return {
+        "endpoint": settings.azure.cosmos_endpoint,
+        "database": settings.azure.cosmos_database,
+        "cache": settings.cache.backend == "cosmos",
+    }
+
+
 async def test_azure_stores_share_one_client_and_survive_a_restart(
     cosmos_server: CosmosServer,
 ) -> None:
@@ -685,7 +694,7 @@ async def test_azure_stores_share_one_client_and_survive_a_restart(
         "options": FAST,
         "clock": ManualClock(),
     }
-    stores = await azure_stores(settings, create_if_missing=True, **options)
+    stores = await azure_stores(**where(settings), create_if_missing=True, **options)
     try:
         assert stores.cache_store is not None
         stores.worker_store.put(make_worker("w1"))
@@ -694,7 +703,9 @@ async def test_azure_stores_share_one_client_and_survive_a_restart(
         await stores.cache_store.put("k" * 64, b"cached", 60)
     finally:
         await stores.close()
-    again = await azure_stores(settings, **options)  # creation off: the containers exist now
+    again = await azure_stores(
+        **where(settings), **options
+    )  # creation off: the containers exist now
     try:
         assert [w.id for w in again.worker_store.all()] == ["w1"]
         assert again.journal.evictions("gpu", since=0.0) == [EvictionSignal("3", 90.0)]
@@ -708,14 +719,14 @@ async def test_azure_stores_share_one_client_and_survive_a_restart(
         async with CosmosClient(
             cosmos_server.url, credential=cosmos_server.key, connection_verify=False
         ) as client:
-            await client.delete_database(settings.cosmos_database)
+            await client.delete_database(settings.azure.cosmos_database)
 
 
 def test_stores_built_without_a_loop_start_inside_one(cosmos_server: CosmosServer) -> None:
     """The Functions app is built at import, before any event loop: building must do no I/O."""
     settings = cosmos_settings(cosmos_server, f"lazy-{uuid.uuid4().hex[:12]}")
     stores = build_azure_stores(
-        settings,
+        **where(settings),
         credential=cosmos_server.key,
         create_if_missing=True,
         connection_verify=False,
@@ -729,7 +740,7 @@ def test_stores_built_without_a_loop_start_inside_one(cosmos_server: CosmosServe
         assert await stores.worker_store.flush()
         await stores.close()
         again = await azure_stores(
-            settings, credential=cosmos_server.key, connection_verify=False, options=FAST
+            **where(settings), credential=cosmos_server.key, connection_verify=False, options=FAST
         )
         try:
             return [w.id for w in again.worker_store.all()]
@@ -738,7 +749,7 @@ def test_stores_built_without_a_loop_start_inside_one(cosmos_server: CosmosServe
             async with CosmosClient(
                 cosmos_server.url, credential=cosmos_server.key, connection_verify=False
             ) as client:
-                await client.delete_database(settings.cosmos_database)
+                await client.delete_database(settings.azure.cosmos_database)
 
     assert asyncio.run(lifespan()) == ["w1"]
 
@@ -747,11 +758,11 @@ async def test_azure_stores_create_nothing_unless_asked(cosmos_server: CosmosSer
     settings = cosmos_settings(cosmos_server, f"absent-{uuid.uuid4().hex[:12]}")
     with pytest.raises(CosmosResourceNotFoundError):
         await azure_stores(
-            settings, credential=cosmos_server.key, connection_verify=False, options=FAST
+            **where(settings), credential=cosmos_server.key, connection_verify=False, options=FAST
         )
-    settings.cache_backend = "off"
+    settings.cache.backend = "off"
     stores = await azure_stores(
-        settings, credential=cosmos_server.key, connection_verify=False, start=False
+        **where(settings), credential=cosmos_server.key, connection_verify=False, start=False
     )
     assert stores.cache_store is None
     await stores.close()
@@ -759,7 +770,7 @@ async def test_azure_stores_create_nothing_unless_asked(cosmos_server: CosmosSer
 
 async def test_azure_stores_need_an_endpoint() -> None:
     with pytest.raises(ValueError, match="cosmos_endpoint"):
-        await azure_stores(Settings(store_backend="cosmos", cosmos_endpoint=None))
+        await azure_stores(**where(Settings(store_backend="cosmos", cosmos_endpoint=None)))
 
 
 def test_what_only_ever_gets_known_survives_a_conflict_between_instances() -> None:

@@ -21,8 +21,9 @@ from spotgate.adapters.azure.durable_client_control import DurableClientControl
 from spotgate.api.app import create_app
 from spotgate.fleet.registration import LOOPBACK_NETWORKS, check_worker_url, parse_networks
 from spotgate.fleet.store import InMemoryWorkerStore
+from spotgate.hosts.gateway import build_runtime
 from spotgate.orchestrations import blueprint
-from spotgate.runtime import build_runtime
+from spotgate.orchestrations.monitor_contract import MonitorPlan
 from spotgate.settings import Settings
 
 ADMIN = "sk-admin"
@@ -61,7 +62,9 @@ def durable_client(found: dict[str, Any] | None) -> MagicMock:
 
 @pytest.fixture
 async def api() -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    runtime = build_runtime(Settings(admin_key=ADMIN, fleet_token="ft"), InMemoryWorkerStore())
+    settings = Settings(admin_key=ADMIN, fleet_token="ft")
+    # as the Azure host: the control exists from the start, the client arrives later
+    runtime = build_runtime(settings, InMemoryWorkerStore(), orchestrations=DurableClientControl())
     transport = httpx.ASGITransport(app=create_app(runtime, local=False))
     async with httpx.AsyncClient(transport=transport, base_url=HOST) as http:
         http.headers["Authorization"] = f"Bearer {ADMIN}"
@@ -71,7 +74,7 @@ async def api() -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
 
 async def test_status_comes_from_the_durable_client_in_durables_shape(api: Any) -> None:
     http, runtime = api
-    runtime.orchestrations = DurableClientControl(durable_client(RUNNING))
+    runtime.orchestrations.adopt(durable_client(RUNNING))
 
     reply = await http.get("/orchestrations/fleet-monitor-default")
 
@@ -83,7 +86,7 @@ async def test_status_comes_from_the_durable_client_in_durables_shape(api: Any) 
 
 async def test_an_unknown_instance_is_404_in_openais_error_shape(api: Any) -> None:
     http, runtime = api
-    runtime.orchestrations = DurableClientControl(durable_client(None))
+    runtime.orchestrations.adopt(durable_client(None))
     reply = await http.get("/orchestrations/fleet-monitor-nope")
     assert reply.status_code == 404 and reply.json()["error"]["code"] == "not_found"
 
@@ -91,7 +94,7 @@ async def test_an_unknown_instance_is_404_in_openais_error_shape(api: Any) -> No
 async def test_start_answers_with_the_hosts_check_status_payload(api: Any) -> None:
     http, runtime = api
     client = durable_client(None)
-    runtime.orchestrations = DurableClientControl(client)
+    runtime.orchestrations.adopt(client)
 
     reply = await http.post("/orchestrations/fleet_monitor", json={"pool": "default"})
 
@@ -104,7 +107,7 @@ async def test_start_answers_with_the_hosts_check_status_payload(api: Any) -> No
 async def test_an_eviction_report_wakes_the_monitor_through_the_client(api: Any) -> None:
     http, runtime = api
     client = durable_client(RUNNING)
-    runtime.orchestrations = DurableClientControl(client)
+    runtime.orchestrations.adopt(client)
     runtime.registry.expect("vm_1", pool="default", model="", engine="", address="127.0.0.1:9")
     address = check_worker_url("http://127.0.0.1:9", parse_networks(LOOPBACK_NETWORKS))
     _, credential = runtime.registry.enroll(
@@ -125,6 +128,7 @@ async def test_an_eviction_report_wakes_the_monitor_through_the_client(api: Any)
 async def test_the_watchdog_hands_its_client_to_whoever_listens() -> None:
     seen: list[Any] = []
     blueprint.on_durable_client(seen.append)
+    blueprint.set_monitor_plan(MonitorPlan(("default",), {}))
     try:
         client = durable_client(RUNNING)
         watchdog = blueprint.fleet_watchdog.build().get_user_function().client_function
@@ -132,3 +136,23 @@ async def test_the_watchdog_hands_its_client_to_whoever_listens() -> None:
         assert seen == [client]
     finally:
         blueprint._client_listeners.remove(seen.append)
+        blueprint.set_monitor_plan(None)
+
+
+async def test_before_a_client_arrives_orchestrations_are_404_and_evictions_still_drain(
+    api: Any,
+) -> None:
+    http, runtime = api
+    reply = await http.get("/orchestrations/fleet-monitor-default")
+    assert reply.status_code == 404 and reply.json()["error"]["code"] == "not_found"
+    runtime.registry.expect("vm_1", pool="default", model="", engine="", address="127.0.0.1:9")
+    address = check_worker_url("http://127.0.0.1:9", parse_networks(LOOPBACK_NETWORKS))
+    _, credential = runtime.registry.enroll(
+        "vm_1", address, None, pool="default", model="m", engine="vllm"
+    )
+    reply = await http.post(
+        "/fleet/workers/vm_1/evicting",
+        json={"event_id": "E1"},
+        headers={"Authorization": "Bearer ft", "X-Worker-Token": credential},
+    )
+    assert reply.status_code == 200 and reply.json()["state"] == "draining"

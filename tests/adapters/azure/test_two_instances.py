@@ -20,7 +20,8 @@ from azure.cosmos.aio import CosmosClient
 from spotgate.adapters.azure.store_sync import RegistrySync
 from spotgate.adapters.azure.stores import build_azure_stores, ensure_database
 from spotgate.api.app import create_app
-from spotgate.runtime import Runtime, build_runtime
+from spotgate.hosts.gateway import assemble_runtime, build_gateway
+from spotgate.runtime import Runtime
 from spotgate.settings import Settings
 from tests.adapters.azure.test_cosmos_fleet_stores import FAST
 from tests.adapters.conftest import CosmosServer
@@ -32,13 +33,15 @@ ADMIN = "sk-admin"
 @contextlib.asynccontextmanager
 async def instance(settings: Settings, server: CosmosServer) -> AsyncIterator[httpx.AsyncClient]:
     stores = build_azure_stores(
-        settings, credential=server.key, connection_verify=False, options=FAST
+        settings.azure.cosmos_endpoint,
+        settings.azure.cosmos_database,
+        credential=server.key,
+        connection_verify=False,
+        options=FAST,
     )
-    runtime = build_runtime(settings, stores.worker_store)
-    runtime.journal = stores.journal
-    runtime.lifecycles.append(
-        RegistrySync(stores, runtime.registry, settings.pools, interval_s=0.1)
-    )
+    parts = build_gateway(settings, stores.worker_store)
+    sync = RegistrySync(stores, parts.registry, settings.pools, interval_s=0.1)
+    runtime = assemble_runtime(parts, journal=stores.journal, lifecycles=[sync])
     app = create_app(runtime, local=False)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

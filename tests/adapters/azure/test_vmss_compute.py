@@ -466,15 +466,6 @@ async def test_the_scale_set_listing_is_reused_while_fresh(
     assert len(arm.requests("GET", r"/virtualMachineScaleSets$")) == 1
 
 
-async def test_from_settings_builds_a_provider_that_closes_its_own_credential(
-    arm: ArmTransport,
-) -> None:
-    provider = VmssCompute.from_settings(SUBSCRIPTION, RESOURCE_GROUP, transport=arm)
-    await provider.close()
-
-    assert arm.sent == []  # building and closing reach neither ARM nor Entra ID
-
-
 # --- Flexible orchestration ---
 #
 # A Flexible scale set's VMs are ordinary virtual machines named `{scale set}_{8 hex}`:

@@ -14,11 +14,29 @@ from typing import Any
 import azure.durable_functions as df
 
 
-class DurableClientControl:
-    """OrchestrationControl over a `DurableOrchestrationClient` (see runtime.py)."""
+class OrchestrationsUnavailable(RuntimeError):
+    """No durable client has reached this process yet (the watchdog hands one over)."""
 
-    def __init__(self, client: df.DurableOrchestrationClient) -> None:
-        self.client = client
+
+class DurableClientControl:
+    """OrchestrationControl (orchestrations/control.py) over a `DurableOrchestrationClient`,
+    adopted when the watchdog hands one over; until then `available` is False."""
+
+    def __init__(self, client: df.DurableOrchestrationClient | None = None) -> None:
+        self._client = client
+
+    def adopt(self, client: df.DurableOrchestrationClient) -> None:
+        self._client = client
+
+    @property
+    def available(self) -> bool:
+        return self._client is not None
+
+    @property
+    def client(self) -> df.DurableOrchestrationClient:
+        if self._client is None:
+            raise OrchestrationsUnavailable("no durable client in this process yet")
+        return self._client
 
     async def start(self, name: str, instance_id: str, input: Any) -> str:
         return str(await self.client.start_new(name, instance_id, input))
@@ -30,7 +48,9 @@ class DurableClientControl:
         await self.client.terminate(instance_id, reason)
 
     async def get_status(self, instance_id: str) -> dict[str, Any] | None:
-        status = await self.client.get_status(instance_id, show_input=True)
+        if self._client is None:
+            return None
+        status = await self._client.get_status(instance_id, show_input=True)
         # a missing instance comes back as a falsy status object, not None
         if not status or getattr(status, "runtime_status", None) is None:
             return None

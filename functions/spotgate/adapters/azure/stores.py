@@ -3,16 +3,14 @@
 Two ways in, the same stores:
 
     # inside the event loop, before building the registry: loaded and started
-    stores = await azure_stores(settings)
-    runtime = build_runtime(settings, stores.worker_store, cache_store=stores.cache_store)
+    stores = await azure_stores(endpoint, database, cache=True)
 
-    # or where no loop runs yet (the Functions app is built at import): no I/O here...
-    stores = build_azure_stores(settings)
-    runtime = build_runtime(settings, stores.worker_store, cache_store=stores.cache_store)
-    runtime.lifecycles.append(stores)   # ...`await stores.start()` loads and starts them;
-                                        # the registry must then take in worker_store.all()
+    # or where no loop runs yet (the Functions app is built at import): no I/O here;
+    # `await stores.start()` (a runtime lifecycle) loads and starts them later
+    stores = build_azure_stores(endpoint, database, cache=True)
 
-then, either way: `runtime.journal = stores.journal`; periodically
+then the host builds the runtime over `stores.worker_store`, `stores.journal`
+and `stores.cache_store` (spotgate/hosts/azure.py); periodically
 `await stores.worker_store.pull()` (apply what it returns to the registry)
 and `await stores.journal.pull(pool)` (store_sync.RegistrySync does both);
 `await stores.close()` on shutdown (flushes pending writes, closes the
@@ -69,7 +67,6 @@ from spotgate.adapters.azure.cosmos_worker_store import (
 )
 from spotgate.adapters.azure.write_behind import WriteBehindOptions, new_instance_id
 from spotgate.clock import Clock
-from spotgate.settings import Settings
 
 __all__ = [
     "CACHE_CONTAINER",
@@ -95,11 +92,11 @@ class AzureStores:
     worker_store: CosmosWorkerStore
     journal: CosmosFleetJournal
     cache_store: CosmosCacheStore | None
-    """Only when `settings.cache_backend == "cosmos"`."""
+    """Only when asked for (`cache=True`): the response cache on Cosmos too."""
     client: CosmosClient
     database: str
     journal_container: ContainerProxy
-    """The journal's container, where other per-instance items (shared pool load) live too."""
+    """The journal's container, where other per-instance items (shared pool demand) live too."""
     instance_id: str
     """What both stores stamp their writes with: this process, as the other instances see it."""
     create_if_missing: bool = False
@@ -156,8 +153,10 @@ async def ensure_database(client: CosmosClient, database: str) -> DatabaseProxy:
 
 
 def build_azure_stores(
-    settings: Settings,
+    endpoint: str | None,
+    database: str,
     *,
+    cache: bool = False,
     credential: str | AsyncTokenCredential | None = None,
     create_if_missing: bool = False,
     connection_verify: bool = True,
@@ -173,17 +172,15 @@ def build_azure_stores(
     `connection_verify=False` is for the emulator's self-signed certificate.
     `instance_id`: what both stores write as (a fresh one if None).
     """
-    if not settings.cosmos_endpoint:
+    if not endpoint:
         raise ValueError("store_backend=cosmos needs cosmos_endpoint (SPOTGATE_COSMOS_ENDPOINT)")
     owned: AsyncTokenCredential | None = None
     if credential is None:
         from azure.identity.aio import DefaultAzureCredential
 
         credential = owned = DefaultAzureCredential()
-    client = CosmosClient(
-        settings.cosmos_endpoint, credential=credential, connection_verify=connection_verify
-    )
-    db = client.get_database_client(settings.cosmos_database)
+    client = CosmosClient(endpoint, credential=credential, connection_verify=connection_verify)
+    db = client.get_database_client(database)
     instance_id = instance_id or new_instance_id()
     journal_container = db.get_container_client(JOURNAL_CONTAINER)
     return AzureStores(
@@ -193,11 +190,11 @@ def build_azure_stores(
         journal=CosmosFleetJournal(journal_container, options=options, instance_id=instance_id),
         cache_store=(
             CosmosCacheStore(db.get_container_client(CACHE_CONTAINER), clock=clock)
-            if settings.cache_backend == "cosmos"
+            if cache
             else None
         ),
         client=client,
-        database=settings.cosmos_database,
+        database=database,
         journal_container=journal_container,
         instance_id=instance_id,
         create_if_missing=create_if_missing,
@@ -206,8 +203,10 @@ def build_azure_stores(
 
 
 async def azure_stores(
-    settings: Settings,
+    endpoint: str | None,
+    database: str,
     *,
+    cache: bool = False,
     credential: str | AsyncTokenCredential | None = None,
     create_if_missing: bool = False,
     connection_verify: bool = True,
@@ -221,7 +220,9 @@ async def azure_stores(
     If starting fails, everything built is closed before the error propagates.
     """
     stores = build_azure_stores(
-        settings,
+        endpoint,
+        database,
+        cache=cache,
         credential=credential,
         create_if_missing=create_if_missing,
         connection_verify=connection_verify,

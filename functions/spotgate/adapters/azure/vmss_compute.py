@@ -151,21 +151,6 @@ class VmssCompute:
         self._listed_at: float | None = None
         self._locks: dict[str, asyncio.Lock] = {}
 
-    @classmethod
-    def from_settings(
-        cls, subscription_id: str, resource_group: str, **client_kwargs: Any
-    ) -> VmssCompute:
-        """As deployed: the managed identity (or a developer's login), through azure-identity."""
-        from azure.identity.aio import DefaultAzureCredential
-
-        return cls(
-            DefaultAzureCredential(),
-            subscription_id,
-            resource_group,
-            owns_credential=True,
-            **client_kwargs,
-        )
-
     async def close(self) -> None:
         await self._client.close()
         await self._addresses.close()

@@ -80,7 +80,9 @@ class _Instance:
 
 
 class LocalOrchestrationRunner:
-    """Satisfies spotgate.runtime.OrchestrationControl, plus stop() and list_instances()."""
+    """Satisfies orchestrations.control.OrchestrationControl, plus stop() and list_instances()."""
+
+    available = True  # in this process, from the start
 
     def __init__(
         self,

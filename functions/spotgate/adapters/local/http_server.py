@@ -33,7 +33,6 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from spotgate.errors import error_body
-from spotgate.settings import Settings
 
 log = logging.getLogger("spotgate.http")
 
@@ -197,10 +196,3 @@ def guarded_http_protocol(
         guard = bound
 
     return BoundGuardedHttpToolsProtocol
-
-
-def http_protocol_for(settings: Settings) -> type[GuardedHttpToolsProtocol]:
-    return guarded_http_protocol(
-        header_timeout_s=settings.header_timeout_s,
-        max_connections_per_ip=settings.max_connections_per_ip,
-    )

@@ -16,7 +16,7 @@ from typing import Any
 
 from spotgate.clock import Clock
 
-Evict = Callable[[str], None]
+Evict = Callable[[str], object]  # what it returns (killed or not) is not used
 Schedule = Callable[[float, Callable[[], None]], None]
 
 

@@ -1,9 +1,9 @@
-"""`spotgate dev`: the whole platform in one terminal.
+"""The local host: `spotgate dev`, the whole platform in one terminal.
 
 One uvicorn process serves the gateway and the control plane; its lifespan
-starts the fleet monitor on the in-process Durable replay engine and launches
-the workers as local "VMs". Ctrl-C runs the lifespan's shutdown, which stops
-every process it started.
+starts the fleet monitors on the in-process Durable replay engine (the same
+orchestrator code as on Azure) and launches the workers as local "VMs".
+Ctrl-C runs the lifespan's shutdown, which stops every process it started.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 
+from spotgate.adapters.local.durable_runner import LocalOrchestrationRunner
 from spotgate.adapters.local.process_compute import LocalProcessCompute, WorkerSpec
 from spotgate.adapters.local.scheduled_events import FakeScheduledEvents
 from spotgate.adapters.local.spot_market import LocalSpotMarket
@@ -28,9 +29,21 @@ from spotgate.adapters.local.sqlite_worker_store import SqliteWorkerStore
 from spotgate.api.app import create_app
 from spotgate.errors import NotFound
 from spotgate.fleet.autoscaler import AutoscalerConfig
+from spotgate.fleet.compute import ComputeProvider
 from spotgate.fleet.fleet_policy import FleetPolicyConfig
+from spotgate.fleet.journal import FleetJournal
 from spotgate.fleet.worker import WorkerState
-from spotgate.runtime import Runtime, build_runtime
+from spotgate.gateway.admission_demand import AdmissionDemand
+from spotgate.hosts.gateway import GatewayParts, assemble_runtime, build_gateway, monitor_plan
+from spotgate.orchestrations.activities import activity_table
+from spotgate.orchestrations.blueprint import fleet_monitor
+from spotgate.orchestrations.monitor_contract import (
+    ORCHESTRATOR_NAME,
+    MonitorPlan,
+    monitor_instance_id,
+)
+from spotgate.orchestrations.services import SimpleFleetServices
+from spotgate.runtime import Runtime
 from spotgate.settings import Settings
 
 log = logging.getLogger("spotgate.dev")
@@ -122,7 +135,7 @@ def dev_policies(settings: Settings, options: DevOptions) -> dict[str, FleetPoli
     """A fixed pool that is only kept whole, or an autoscaled one tuned to be watched live."""
     policy = settings.fleet_policy(options.pool)
     if options.autoscale:
-        target = options.target_concurrency or max(1.0, settings.worker_max_concurrency / 2)
+        target = options.target_concurrency or max(1.0, settings.gateway.worker_max_concurrency / 2)
         autoscaling = AutoscalerConfig(
             min_workers=options.min_workers,
             max_workers=options.max_workers,
@@ -139,6 +152,32 @@ def dev_policies(settings: Settings, options: DevOptions) -> dict[str, FleetPoli
     return policies
 
 
+def local_runner(
+    parts: GatewayParts,
+    journal: FleetJournal,
+    compute: ComputeProvider | None = None,
+) -> LocalOrchestrationRunner:
+    """The fleet monitor on the in-process replay engine, its activities bound to this stack."""
+    settings = parts.settings
+    services = SimpleFleetServices(
+        registry=parts.registry,
+        clock=parts.clock,
+        heartbeat_timeout_s=settings.fleet.heartbeat_timeout_s,
+        journal=journal,
+        compute=compute,
+        demand=AdmissionDemand(parts.router.admission),
+        in_flight=parts.in_flight.of,
+    )
+    return LocalOrchestrationRunner(
+        {ORCHESTRATOR_NAME: fleet_monitor}, activity_table(services), parts.clock
+    )
+
+
+async def start_monitors(runner: LocalOrchestrationRunner, monitors: MonitorPlan) -> None:
+    for pool in monitors.pools:
+        await runner.start(ORCHESTRATOR_NAME, monitor_instance_id(pool), monitors.start_input(pool))
+
+
 def build_dev_app(
     settings: Settings,
     options: DevOptions,
@@ -150,12 +189,62 @@ def build_dev_app(
     journal = SqliteFleetJournal(settings.data_dir / "fleet-journal.sqlite3")
     if not options.keep_history:  # an earlier run's faults say nothing about this stack's spot
         journal.clear()
-    runtime = build_runtime(settings, store)
-    runtime.journal = journal
+    parts = build_gateway(settings, store)
 
     def schedule(delay: float, action: Callable[[], None]) -> None:
         asyncio.get_running_loop().call_later(delay, action)  # only called on the server's loop
 
+    market = LocalSpotMarket(
+        parts.registry,
+        lambda worker_id, notice_s: events.preempt(worker_id, notice_s),  # bound below
+        evictions_per_hour=settings.local.evictions_per_hour,
+        notice_s=settings.local.eviction_notice_s,
+    )
+    compute = LocalProcessCompute(
+        parts.registry,
+        control_plane_url=settings.base_url(),
+        fleet_token=settings.fleet_token or "",
+        log_dir=settings.data_dir / "logs",
+        provision_delay_s=settings.local.provision_delay_s,
+        heartbeat_interval_s=settings.fleet.heartbeat_interval_s,
+        host=settings.server.host,
+        specs=_worker_specs(options),
+        spot_available=market.available,
+    )
+    events = FakeScheduledEvents(parts.clock, compute.kill, schedule)
+    runner = local_runner(parts, journal, compute)
+    runtime = assemble_runtime(
+        parts,
+        journal=journal,
+        orchestrations=runner,
+        monitors=monitor_plan(settings, dev_policies(settings, options)),
+        faults=LocalFaultInjector(compute, events, market),
+        scheduled_events=events,
+    )
+    app = create_app(runtime)
+    inner_lifespan = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with inner_lifespan(app):
+            await start_monitors(runner, runtime.monitors)
+            market.start()
+            waiter = asyncio.create_task(_announce_when_ready(runtime, options, on_ready))
+            try:
+                yield
+            finally:
+                waiter.cancel()
+                await market.stop()
+                await runner.stop()
+                await compute.shutdown()
+                store.close()
+                journal.close()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def _worker_specs(options: DevOptions) -> dict[str, WorkerSpec]:
     specs = {
         options.pool: WorkerSpec(
             options.pool,
@@ -172,51 +261,7 @@ def build_dev_app(
             return ["--model-dir", str(find_minilm()), "--pooling", "--cpu-cores", core]
 
         specs["embeddings"] = WorkerSpec("embeddings", SERVED_NAME, "vllm", args_for=embedding_args)
-    market = LocalSpotMarket(
-        runtime.registry,
-        lambda worker_id, notice_s: events.preempt(worker_id, notice_s),  # bound below
-        evictions_per_hour=settings.local_evictions_per_hour,
-        notice_s=settings.local_eviction_notice_s,
-    )
-    compute = LocalProcessCompute(
-        runtime.registry,
-        control_plane_url=settings.base_url(),
-        fleet_token=settings.fleet_token or "",
-        log_dir=settings.data_dir / "logs",
-        provision_delay_s=settings.local_provision_delay_s,
-        heartbeat_interval_s=settings.heartbeat_interval_s,
-        host=settings.host,
-        specs=specs,
-        spot_available=market.available,
-    )
-    events = FakeScheduledEvents(runtime.clock, compute.kill, schedule)
-    runtime.scheduled_events = events
-    runtime.faults = LocalFaultInjector(compute, events, market)
-    from spotgate.orchestrations.local import start_local_orchestrations
-
-    app = create_app(runtime)
-    inner_lifespan = app.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with inner_lifespan(app):
-            runner = await start_local_orchestrations(
-                runtime, compute, dev_policies(settings, options)
-            )
-            market.start()
-            waiter = asyncio.create_task(_announce_when_ready(runtime, options, on_ready))
-            try:
-                yield
-            finally:
-                waiter.cancel()
-                await market.stop()
-                await runner.stop()
-                await compute.shutdown()
-                store.close()
-                journal.close()
-
-    app.router.lifespan_context = lifespan
-    return app
+    return specs
 
 
 async def _announce_when_ready(

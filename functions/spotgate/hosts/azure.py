@@ -1,4 +1,4 @@
-"""Builds the Azure Functions app: the ASGI API behind the HTTP streams feature, plus Durable.
+"""The Azure host: the Functions app, with the ASGI API behind HTTP streams, plus Durable.
 
 The HTTP API is one catch-all HTTP function (`route="{*path}"`, every
 method, anonymous: the API checks its own keys) that takes the worker's
@@ -16,13 +16,16 @@ blueprint registered next to it has no HTTP triggers (orchestrator,
 activities, and the watchdog timer with its durable client), so nothing
 else competes with the catch-all route.
 
+The runtime is built whole here, at import: the orchestration control is the
+Durable client the watchdog hands over when it first runs (until then the
+orchestration endpoints answer 404 and wakes are left to the next tick).
+
 No `from __future__ import annotations` here: the worker reads the HTTP
 function's annotations (`Request` in, a response type out) while indexing.
 """
 
 import logging
 
-import azure.durable_functions as df
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, StreamingResponse
 from starlette.types import ASGIApp
@@ -34,22 +37,24 @@ from spotgate.adapters.azure.asgi_stream_bridge import (
     openai_error_response,
 )
 from spotgate.adapters.azure.durable_client_control import DurableClientControl
-from spotgate.adapters.azure.fleet_services import azure_fleet_services
-from spotgate.adapters.azure.shared_pool_load import SharedPoolLoad
+from spotgate.adapters.azure.shared_demand import SharedDemand
 from spotgate.adapters.azure.store_sync import RegistrySync
 from spotgate.adapters.azure.stores import build_azure_stores
 from spotgate.adapters.local.sqlite_worker_store import SqliteWorkerStore
 from spotgate.api.app import create_app
-from spotgate.fleet.observation import PoolLoadSource
-from spotgate.gateway.pool_load import AdmissionPoolLoad
+from spotgate.fleet.observation import DemandSource
+from spotgate.gateway.admission_demand import AdmissionDemand
+from spotgate.hosts.azure_fleet import azure_fleet_services
+from spotgate.hosts.gateway import assemble_runtime, build_gateway
 from spotgate.orchestrations.blueprint import (
     bp,
     on_durable_client,
+    set_monitor_plan,
     set_services_provider,
     set_startup_hook,
 )
-from spotgate.runtime import Runtime, build_runtime
-from spotgate.settings import Settings
+from spotgate.runtime import Lifecycle, Runtime
+from spotgate.settings import FleetSettings, Settings
 
 log = logging.getLogger("spotgate.azure")
 
@@ -76,34 +81,43 @@ def register_http_api(app: func.FunctionApp, asgi_app: ASGIApp) -> None:
         return await call_asgi(asgi_app, req)
 
 
-def build_azure_runtime(settings: Settings) -> tuple[Runtime, PoolLoadSource | None]:
-    """Cosmos-backed registry, journal, cache and shared pool load when configured (as
+def build_azure_runtime(
+    settings: Settings, control: DurableClientControl | None = None
+) -> tuple[Runtime, DemandSource | None]:
+    """Cosmos-backed registry, journal, cache and shared pool demand when configured (as
     deployed), else SQLite and this instance's own queue."""
-    if settings.store_backend != "cosmos":
-        return build_runtime(settings, SqliteWorkerStore(settings.database_path)), None
-    stores = build_azure_stores(settings)
-    runtime = build_runtime(settings, stores.worker_store, cache_store=stores.cache_store)
-    runtime.journal = stores.journal
-    runtime.lifecycles.append(RegistrySync(stores, runtime.registry, settings.pools))
-    shared = SharedPoolLoad(
+    if settings.azure.store_backend != "cosmos":
+        parts = build_gateway(settings, SqliteWorkerStore(settings.database_path))
+        return assemble_runtime(parts, orchestrations=control), None
+    stores = build_azure_stores(
+        settings.azure.cosmos_endpoint,
+        settings.azure.cosmos_database,
+        cache=settings.cache.backend == "cosmos",
+    )
+    parts = build_gateway(settings, stores.worker_store, cache_store=stores.cache_store)
+    shared = SharedDemand(
         stores.journal_container,
-        AdmissionPoolLoad(runtime.router.admission),
+        AdmissionDemand(parts.router.admission),
         settings.pools,
         instance_id=stores.instance_id,
     )
-    runtime.lifecycles.append(shared)
+    lifecycles: list[Lifecycle] = [stores, RegistrySync(stores, parts.registry, settings.pools)]
+    runtime = assemble_runtime(
+        parts,
+        journal=stores.journal,
+        orchestrations=control,
+        lifecycles=[*lifecycles, shared],
+    )
     return runtime, shared
 
 
 def build_function_app(settings: Settings | None = None) -> func.FunctionApp:
-    settings = settings or Settings(compute="azure")
-    runtime, gateway_load = build_azure_runtime(settings)
+    settings = settings or Settings(fleet=FleetSettings(compute="azure"))
+    control = DurableClientControl()
+    runtime, gateway_load = build_azure_runtime(settings, control)
     set_services_provider(azure_fleet_services(runtime, gateway_load))
-
-    def adopt_client(client: df.DurableOrchestrationClient) -> None:
-        runtime.orchestrations = DurableClientControl(client)
-
-    on_durable_client(adopt_client)
+    set_monitor_plan(runtime.monitors)
+    on_durable_client(control.adopt)
     app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
     asgi_app = create_app(runtime, local=False)
     set_startup_hook(lambda: ensure_started(asgi_app))

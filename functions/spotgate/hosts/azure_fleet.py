@@ -1,4 +1,4 @@
-"""The fleet monitor's services on Azure: scale sets, Azure Monitor and the batch queue.
+"""The fleet monitor's services on Azure (composition): scale sets, Azure Monitor, the batch queue.
 
 Each is optional, so a half-configured deployment still runs: without a
 subscription and resource group the monitor observes and decides but
@@ -15,22 +15,22 @@ from collections.abc import Callable
 
 from azure.core.credentials_async import AsyncTokenCredential
 
-from spotgate.adapters.azure.azure_pool_load import AzurePoolLoad
+from spotgate.adapters.azure.azure_demand import AzureDemand
 from spotgate.adapters.azure.monitor_signals import MonitorSignals
 from spotgate.adapters.azure.queue_depth import StorageQueueDepth
 from spotgate.adapters.azure.vmss_compute import VmssCompute
-from spotgate.fleet.observation import PoolLoadSource
-from spotgate.gateway.pool_load import AdmissionPoolLoad
+from spotgate.fleet.observation import DemandSource
+from spotgate.gateway.admission_demand import AdmissionDemand
 from spotgate.orchestrations.services import FleetServices, SimpleFleetServices
 from spotgate.runtime import Runtime
 
 
 def azure_fleet_services(
-    runtime: Runtime, gateway_load: PoolLoadSource | None = None
+    runtime: Runtime, gateway_load: DemandSource | None = None
 ) -> Callable[[], FleetServices]:
     """A provider for the blueprint: builds the services once, on the first activity.
 
-    `gateway_load` is every instance's admission counts (SharedPoolLoad); without
+    `gateway_load` is every instance's admission counts (SharedDemand); without
     it, only this instance's queue is seen.
     """
     built: list[FleetServices] = []
@@ -43,11 +43,11 @@ def azure_fleet_services(
     return provide
 
 
-def _build(runtime: Runtime, gateway_load: PoolLoadSource | None) -> FleetServices:
+def _build(runtime: Runtime, gateway_load: DemandSource | None) -> FleetServices:
     settings = runtime.settings
-    subscription, group = settings.azure_subscription_id, settings.azure_resource_group
+    subscription, group = settings.azure.azure_subscription_id, settings.azure.azure_resource_group
     credential: AsyncTokenCredential | None = None
-    if (subscription and group) or settings.batch_queue_account_url:
+    if (subscription and group) or settings.azure.batch_queue_account_url:
         from azure.identity.aio import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
@@ -58,31 +58,27 @@ def _build(runtime: Runtime, gateway_load: PoolLoadSource | None) -> FleetServic
     if (
         compute is not None
         and credential is not None
-        and settings.monitor_metrics_endpoint
-        and settings.monitor_gateway_resource_id
-        and settings.monitor_workspace_id
+        and settings.azure.monitor_metrics_endpoint
+        and settings.azure.monitor_gateway_resource_id
     ):
         monitor = MonitorSignals(
             credential,
-            metrics_endpoint=settings.monitor_metrics_endpoint,
-            gateway_resource_id=settings.monitor_gateway_resource_id,
-            workspace_id=settings.monitor_workspace_id,
-            spot_scale_sets=compute.spot_zones,
-            resource_group=settings.azure_resource_group,
+            metrics_endpoint=settings.azure.monitor_metrics_endpoint,
+            gateway_resource_id=settings.azure.monitor_gateway_resource_id,
         )
     batch = None
-    if settings.batch_queue_account_url:
-        batch = StorageQueueDepth(settings.batch_queue_account_url, credential)
+    if settings.azure.batch_queue_account_url:
+        batch = StorageQueueDepth(settings.azure.batch_queue_account_url, credential)
     return SimpleFleetServices(
         registry=runtime.registry,
         clock=runtime.clock,
-        heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        heartbeat_timeout_s=settings.fleet.heartbeat_timeout_s,
         journal=runtime.journal,
         compute=compute,
-        load_source=AzurePoolLoad(
-            gateway_load or AdmissionPoolLoad(runtime.router.admission),
+        demand=AzureDemand(
+            gateway_load or AdmissionDemand(runtime.router.admission),
             monitor=monitor,
             batch=batch,
         ),
-        in_flight=runtime.load.of,
+        in_flight=runtime.in_flight.of,
     )
