@@ -13,6 +13,7 @@ import asyncio
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from spotgate.adapters.http_upstream import AiohttpUpstream
 from spotgate.adapters.pooled_upstream import PooledHttpUpstream
@@ -311,20 +312,10 @@ def build_runtime(
     upstream: UpstreamClient | None = None,
     policy: str | None = None,
     cache_store: CacheStore | None = None,
-    journal: FleetJournal | None = None,
-    orchestrations: OrchestrationControl | None = None,
-    faults: LocalFaults | None = None,
-    scheduled_events: ScheduledEventsSource | None = None,
-    lifecycles: Sequence[Lifecycle] = (),
+    **host: Any,
 ) -> Runtime:
+    """`build_gateway` then `assemble_runtime`; `host` are assemble_runtime's keywords."""
     parts = build_gateway(
         settings, store, clock=clock, upstream=upstream, policy=policy, cache_store=cache_store
     )
-    return assemble_runtime(
-        parts,
-        journal=journal,
-        orchestrations=orchestrations,
-        faults=faults,
-        scheduled_events=scheduled_events,
-        lifecycles=lifecycles,
-    )
+    return assemble_runtime(parts, **host)
