@@ -5,7 +5,9 @@ one core and the upstream plus wrk on the other. A sampled request
 (temperature 0.7) is never cached, so it measures the forwarding path; its
 latency percentiles are compared with calling the upstream directly
 (several runs, one connection). A deterministic request (temperature 0) is a
-cache hit after the first, so it measures the cache-hit path.
+cache hit after the first, so it measures the cache-hit path. A third pass
+sends the sampled request with a virtual key that has RPM, TPM and parallel
+limits (too high to refuse): what the limits' shared counters cost.
 
     make bench                      # or: .venv/bin/python bench/gateway_overhead.py --runs 3
 """
@@ -51,12 +53,12 @@ BODY = body(0.7)  # sampled: never cached, always forwarded
 HIT_BODY = body(0)  # deterministic: a cache hit after the first request
 
 
-def lua(payload: str) -> str:
+def lua(payload: str, key: str = KEY) -> str:
     return f"""
 wrk.method = "POST"
 wrk.body = [[{payload}]]
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {KEY}"
+wrk.headers["Authorization"] = "Bearer {key}"
 """
 
 
@@ -136,6 +138,7 @@ def main() -> None:
         direct,
     )
     data_dir = tempfile.mkdtemp(prefix="spotgate-bench-")
+    key_file = Path(data_dir) / "limited-key"
     gateway = start(
         pinned(
             0,
@@ -150,6 +153,8 @@ def main() -> None:
                 upstream_url,
                 "--client",
                 args.client,
+                "--limited-key-file",
+                str(key_file),
             ],
         ),
         through,
@@ -157,11 +162,17 @@ def main() -> None:
     rows: list[dict[str, float]] = []
     try:
         scripts = {}
-        for name, payload in (("forward", BODY), ("hit", HIT_BODY)):
+        limited_key = key_file.read_text().strip()
+        for name, text in (
+            ("forward", lua(BODY)),
+            ("hit", lua(HIT_BODY)),
+            ("limited", lua(BODY, limited_key)),
+        ):
             with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-                handle.write(lua(payload))
+                handle.write(text)
             scripts[name] = Path(handle.name)
         script, hit_script = scripts["forward"], scripts["hit"]
+        limited_script = scripts["limited"]
         wrk(through, script, 8, 2)  # warm-up: connection pools, lazy imports
         wrk(through, hit_script, 1, 1)  # stores the deterministic answer
         with Progress(console=console, transient=True) as progress:
@@ -172,6 +183,8 @@ def main() -> None:
                 t = wrk(through, script, args.connections, args.seconds)
                 h = wrk(through, hit_script, 1, args.seconds)
                 ht = wrk(through, hit_script, args.connections, args.seconds)
+                lg = wrk(through, limited_script, 1, args.seconds)
+                lt = wrk(through, limited_script, args.connections, args.seconds)
                 rows.append(
                     {
                         "direct_p50_ms": d["p50_ms"],
@@ -184,11 +197,10 @@ def main() -> None:
                         "cache_hit_p50_ms": h["p50_ms"],
                         "cache_hit_p99_ms": h["p99_ms"],
                         "cache_hit_rps_one_core": ht["rps"],
-                        "errors": d["errors"]
-                        + g["errors"]
-                        + t["errors"]
-                        + h["errors"]
-                        + ht["errors"],
+                        "limited_key_added_p50_ms": lg["p50_ms"] - d["p50_ms"],
+                        "limited_key_added_p99_ms": lg["p99_ms"] - d["p99_ms"],
+                        "limited_key_rps_one_core": lt["rps"],
+                        "errors": sum(r["errors"] for r in (d, g, t, h, ht, lg, lt)),
                     }
                 )
                 progress.advance(task)

@@ -115,6 +115,12 @@ param functionsMaximumInstanceCount int = 40
 @description('Key Vault purge protection (irreversible). Turn on for production.')
 param enablePurgeProtection bool = false
 
+@description('Entra ID tenant whose access tokens with the admin app role open the operator routes (empty: admin key only).')
+param entraTenantId string = ''
+
+@description('Audience (app id or api:// URI) those Entra ID tokens must be issued for.')
+param entraAdminAudience string = ''
+
 @description('Send the subscription\'s Activity Log (Administrative) to the workspace, where operators query spot evictions and scale-set operations.')
 param exportActivityLog bool = true
 
@@ -131,6 +137,10 @@ param adminKey string = 'sg-admin-${newGuid()}'
 @secure()
 @description('Token the worker agents present to the control plane.')
 param fleetToken string = 'sg-fleet-${newGuid()}'
+
+@secure()
+@description('Salt API keys are hashed with (Key Vault secret key-salt).')
+param keySalt string = 'sg-salt-${newGuid()}'
 
 @secure()
 @description('The first client API key (SPOTGATE_API_KEYS holds it as a JSON list).')
@@ -252,6 +262,7 @@ module keyVault 'modules/keyvault.bicep' = {
     enablePurgeProtection: enablePurgeProtection
     adminKey: adminKey
     fleetToken: fleetToken
+    keySalt: keySalt
     apiKey: apiKey
     spilloverApiKey: spilloverApiKey
   }
@@ -343,6 +354,9 @@ module functions 'modules/functions.bicep' = {
     instanceMemoryMB: functionsInstanceMemoryMB
     maximumInstanceCount: functionsMaximumInstanceCount
     spilloverEnabled: !empty(spilloverApiKey)
+    workerVmSize: workerVmSize
+    entraTenantId: entraTenantId
+    entraAdminAudience: entraAdminAudience
   }
 }
 

@@ -18,12 +18,13 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "functions" / "spotgate"
 
 LAYERS: list[tuple[int, tuple[str, ...]]] = [
-    (0, ("gateway", "fleet", "errors", "clock", "named_policy", "background")),
+    (0, ("gateway", "fleet", "costs", "errors", "clock", "named_policy", "background",
+         "secret_store", "table_export", "time_window")),
     (1, ("adapters", "orchestrations", "engines", "settings")),
     (2, ("api", "runtime")),
     (3, ("hosts",)),
     (4, ("cli", "cli_client", "dev_command", "bench_command", "bench_requests", "bench_stats",
-         "worker_process")),
+         "worker_process", "journal_command", "keys_command", "usage_command")),
 ]  # fmt: skip
 
 

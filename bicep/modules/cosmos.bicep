@@ -1,6 +1,6 @@
 // Cosmos DB (NoSQL, serverless) for the response cache, the worker registry, the fleet
-// journal, API keys and usage. Local (key) auth is off: clients use Entra ID and the
-// data-plane role below.
+// journal, API keys, usage and rate-limit counters. Local (key) auth is off: clients use
+// Entra ID and the data-plane role below.
 //
 // The data-plane role assignments live here, not in roles.bicep: Cosmos DB's data-plane
 // RBAC is its own resource type (Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments)
@@ -109,6 +109,14 @@ var containers = [
     partitionKey: '/key_id'
     defaultTtl: -1
     indexingPolicy: indexEverything
+  }
+  // Rate-limit and budget counters: patched, created and replaced by id only, each item
+  // carrying its own `ttl` (cosmos_tenancy.py: LIMITS_INDEXING_POLICY).
+  {
+    name: 'limits'
+    partitionKey: '/id'
+    defaultTtl: -1
+    indexingPolicy: indexNothing
   }
 ]
 

@@ -1,8 +1,9 @@
 // The control plane: the spotgate Function app (gateway + Durable fleet manager) on a Flex
 // Consumption plan, VNet-integrated so it can reach the workers' private addresses.
 // Everything signs in with the user-assigned identity: AzureWebJobsStorage (identity-based),
-// Cosmos DB, Key Vault references, Application Insights (AAD ingestion), VMSS management.
-// Secrets reach the app only as Key Vault references, never as values.
+// Cosmos DB, Key Vault (references and the app's own reads), Application Insights (AAD
+// ingestion), VMSS management. Secrets reach the app only as Key Vault references or through
+// the vault's URL (SPOTGATE_KEY_VAULT_URL, read by its SecretStore), never as values.
 
 param location string
 param tags object = {}
@@ -52,8 +53,17 @@ param maximumInstanceCount int = 40
 @description('Always-ready instances of the Durable group (orchestrations and activities), so the fleet monitor never waits on a cold start.')
 param durableAlwaysReady int = 1
 
+@description('The worker VM size: what a worker-hour is priced as in usage reports (SPOTGATE_DEFAULT_SKU).')
+param workerVmSize string
+
 @description('True when the vault holds a spillover key: then SPILLOVER_API_KEY references it.')
 param spilloverEnabled bool = false
+
+@description('Entra ID tenant whose access tokens with the admin app role open the operator routes (empty: off, admin key only).')
+param entraTenantId string = ''
+
+@description('Audience those Entra ID admin tokens must carry: the app registration\'s client id or api:// URI (empty: off).')
+param entraAdminAudience string = ''
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = {
   name: identityName
@@ -69,6 +79,10 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
 
 resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' existing = {
   name: cosmosAccountName
+}
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
 }
 
 var normalizedLocation = toLower(replace(location, ' ', ''))
@@ -191,6 +205,29 @@ var baseSettings = [
   {
     name: 'SPOTGATE_MONITOR_GATEWAY_RESOURCE_ID'
     value: appInsights.id
+  }
+  {
+    // usage reports price worker-hours as this SKU in this region (spotgate/costs/gpu_prices.csv)
+    name: 'SPOTGATE_DEFAULT_SKU'
+    value: workerVmSize
+  }
+  {
+    name: 'SPOTGATE_PRICE_REGION'
+    value: normalizedLocation
+  }
+  {
+    // where the SecretStore reads admin-key, fleet-token, key-salt, … (a URL, not a secret)
+    name: 'SPOTGATE_KEY_VAULT_URL'
+    value: vault.properties.vaultUri
+  }
+  {
+    // empty (with the audience): Entra ID admin tokens are off
+    name: 'SPOTGATE_ENTRA_TENANT_ID'
+    value: entraTenantId
+  }
+  {
+    name: 'SPOTGATE_ENTRA_ADMIN_AUDIENCE'
+    value: entraAdminAudience
   }
   // --- secrets: Key Vault references, resolved by the platform with keyVaultReferenceIdentity ---
   {

@@ -1,7 +1,8 @@
 // Key Vault (RBAC authorization) holding the deployment's secrets. Their values come from
 // @secure() parameters of main.bicep (generated on the first `azd up`); nothing here outputs
-// a value. Readers: the Function app (Key Vault references in its app settings) and the
-// workers (the fleet token only), granted in roles.bicep.
+// a value. Readers: the Function app (Key Vault references in its app settings, and its
+// SecretStore, which reads the vault itself so a rotation needs no restart) and the workers
+// (the fleet token only), granted in roles.bicep.
 
 param location string
 param tags object = {}
@@ -19,6 +20,10 @@ param adminKey string
 
 @secure()
 param fleetToken string
+
+@secure()
+@description('Salt the gateway hashes API keys with (read through its SecretStore as key-salt).')
+param keySalt string
 
 @secure()
 @description('The first client API key; the vault holds it, and the JSON list the gateway reads.')
@@ -65,6 +70,15 @@ resource fleetTokenItem 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   name: 'fleet-token'
   properties: {
     value: fleetToken
+    contentType: 'text/plain'
+  }
+}
+
+resource keySaltItem 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'key-salt'
+  properties: {
+    value: keySalt
     contentType: 'text/plain'
   }
 }

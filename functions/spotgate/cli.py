@@ -14,10 +14,15 @@ import typer
 from rich.console import Console
 
 from spotgate.cli_client import StackClient, render_fleet
+from spotgate.journal_command import fleet_export
+from spotgate.keys_command import keys_app
+from spotgate.usage_command import usage
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 fleet_app = typer.Typer(help="Look at and poke the worker fleet of a running stack.")
 app.add_typer(fleet_app, name="fleet")
+app.add_typer(keys_app, name="keys")
+app.command("usage")(usage)
 # piped output (scripts, tests) is not cut to 80 columns
 console = Console() if sys.stdout.isatty() else Console(width=200)
 
@@ -229,6 +234,9 @@ def fleet_spot(
     )
     refused = ", ".join(result.get("refused_zones") or []) or "none"
     console.print(f"spot refused in: [bold]{refused}[/bold] ('*' = every zone)")
+
+
+fleet_app.command("export")(fleet_export)
 
 
 @app.command()

@@ -78,6 +78,13 @@ class AuthenticationFailed(OpenAIError):
         super().__init__(message, code="invalid_api_key")
 
 
+class PermissionDenied(OpenAIError):
+    """The caller is known but may not do this (a model its key does not cover)."""
+
+    status_code = 403
+    error_type = "permission_error"
+
+
 class NotFound(OpenAIError):
     status_code = 404
     error_type = "invalid_request_error"

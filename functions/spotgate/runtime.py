@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from spotgate.clock import Clock
+from spotgate.costs.usage_reports import UsageReports
 from spotgate.fleet.control_plane import ControlPlane
 from spotgate.fleet.journal import FleetJournal
 from spotgate.fleet.registry import WorkerRegistry
@@ -19,9 +20,12 @@ from spotgate.gateway.health_probe import HealthProbe
 from spotgate.gateway.in_flight import InFlight
 from spotgate.gateway.routing import Router
 from spotgate.gateway.serving import Serving
+from spotgate.gateway.tenancy.admins import Roles
+from spotgate.gateway.tenancy.tenancy import Tenancy
 from spotgate.gateway.upstream import UpstreamClient
 from spotgate.orchestrations.control import OrchestrationControl
 from spotgate.orchestrations.monitor_contract import MonitorPlan
+from spotgate.secret_store import SecretStore
 from spotgate.settings import Settings
 
 
@@ -70,6 +74,10 @@ class Runtime:
     journal: FleetJournal
     monitors: MonitorPlan
     upstream: UpstreamClient
+    tenancy: Tenancy
+    usage_reports: UsageReports
+    roles: Roles
+    secrets: SecretStore
     response_cache: ResponseCache | None = None
     orchestrations: OrchestrationControl | None = None
     faults: LocalFaults | None = None
@@ -85,6 +93,7 @@ class Runtime:
     async def start(self) -> None:
         for lifecycle in self.lifecycles:
             await lifecycle.start()
+        await self.tenancy.start()  # after the lifecycles: it reads secrets and stores
         if self.probe is not None:
             await self.probe.start()
         self.readiness.ready = True
@@ -97,6 +106,7 @@ class Runtime:
         await self.router.close()
         if self.response_cache is not None:
             await self.response_cache.close()
+        await self.tenancy.close()  # after the router: every request has finished and been metered
         # Last, as they started first: the cache's pending puts may use their clients (Cosmos).
         for lifecycle in reversed(self.lifecycles):
             await lifecycle.close()

@@ -13,6 +13,7 @@ the old flat name):
 | `cache` | `SPOTGATE_CACHE_<FIELD>` | `SPOTGATE_CACHE_TTL_S` (field `cache.ttl_s`) |
 | `fleet` | `SPOTGATE_<FIELD>` | `SPOTGATE_MAX_WORKERS`, `SPOTGATE_POOL_POLICIES` |
 | `azure` | `SPOTGATE_<FIELD>` | `SPOTGATE_COSMOS_ENDPOINT` |
+| `tenancy` | `SPOTGATE_<FIELD>` | `SPOTGATE_USAGE_FLUSH_S`, `SPOTGATE_POOL_SKUS` |
 | `local` | `SPOTGATE_LOCAL_<FIELD>` | `SPOTGATE_LOCAL_PROVISION_DELAY_S` |
 
 `Settings(capacity_wait_s=0, cache_backend="memory")` still works: a flat
@@ -263,6 +264,56 @@ class AzureSettings(BaseSettings):
     monitor_gateway_resource_id: str | None = Field(
         default=None, description="Application Insights resource with the gateway's metrics."
     )
+    key_vault_url: str | None = Field(
+        default=None, description="https://<vault>.vault.azure.net/: secrets on Azure."
+    )
+    entra_tenant_id: str | None = Field(
+        default=None, description="Tenant whose Entra ID tokens may act as admin."
+    )
+    entra_admin_audience: str | None = Field(
+        default=None, description="The audience (app ID URI or client id) admin tokens carry."
+    )
+    entra_admin_role: str = Field(
+        default="spotgate.admin", description="The app role an admin token must carry."
+    )
+
+
+class TenancySettings(BaseSettings):
+    """Keys, usage metering and what tokens are sold and cost for."""
+
+    model_config = _config()
+
+    key_refresh_s: float = Field(
+        default=2.0, gt=0, description="How often each instance re-reads the key store."
+    )
+    usage_flush_s: float = Field(
+        default=1.0, gt=0, description="Usage records are written in batches this often."
+    )
+    usage_buffer_records: int = Field(
+        default=50_000, gt=0, description="Records held for writing before new ones are dropped."
+    )
+    cache_hit_price_share: float = Field(
+        default=0.5, ge=0, le=1, description="A cache hit is billed at this share of the price."
+    )
+    default_price_in_per_1m: float = Field(
+        default=0.0, ge=0, description="Price of a model with no catalogue entry, prompt tokens."
+    )
+    default_price_out_per_1m: float = Field(default=0.0, ge=0)
+    price_region: str = Field(
+        default="local", description="The region GPU prices are looked up for (Azure location)."
+    )
+    price_table: Path | None = Field(
+        default=None, description="A GPU price CSV to use instead of the packaged one."
+    )
+    default_sku: str = Field(
+        default="local-cpu", description="The worker VM SKU of pools not in pool_skus."
+    )
+    pool_skus: dict[str, str] = Field(
+        default_factory=dict, description="Worker VM SKU per pool, e.g. {'big': 'Standard_ND96'}."
+    )
+
+    def sku_for(self, pool: str | None) -> str:
+        return self.pool_skus.get(pool or "", self.default_sku)
 
 
 class LocalSettings(BaseSettings):
@@ -284,6 +335,7 @@ GROUPS: dict[str, tuple[type[BaseSettings], str]] = {
     "cache": (CacheSettings, "cache_"),
     "fleet": (FleetSettings, ""),
     "azure": (AzureSettings, ""),
+    "tenancy": (TenancySettings, ""),
     "local": (LocalSettings, "local_"),
 }
 FLAT_NAMES: dict[str, tuple[str, str]] = {
@@ -310,6 +362,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     azure: AzureSettings = Field(default_factory=AzureSettings)
+    tenancy: TenancySettings = Field(default_factory=TenancySettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
 
     @model_validator(mode="before")

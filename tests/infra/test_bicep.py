@@ -107,6 +107,7 @@ REQUIRED_APP_SETTINGS = {
     "SPOTGATE_ADMIN_KEY",
     "SPOTGATE_FLEET_TOKEN",
     "SPOTGATE_API_KEYS",
+    "SPOTGATE_KEY_VAULT_URL",
     "AZURE_CLIENT_ID",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
@@ -342,7 +343,7 @@ def test_every_required_parameter_is_in_main_parameters_json() -> None:
 
 def test_secrets_are_generated_never_written_into_the_parameters_file() -> None:
     main_secrets = secure_params("main.bicep")
-    assert main_secrets == {"adminKey", "fleetToken", "apiKey", "spilloverApiKey"}
+    assert main_secrets == {"adminKey", "fleetToken", "keySalt", "apiKey", "spilloverApiKey"}
     for name in main_secrets - {"spilloverApiKey"}:
         assert "${newGuid()}" in param_default("main.bicep", name), name
     assert param_default("main.bicep", "spilloverApiKey") == ""
@@ -363,6 +364,7 @@ def test_secure_parameters_flow_only_into_the_key_vault_module() -> None:
     assert secure_params("modules/keyvault.bicep") == {
         "adminKey",
         "fleetToken",
+        "keySalt",
         "apiKey",
         "spilloverApiKey",
     }
@@ -571,11 +573,13 @@ def test_cosmos_is_serverless_entra_only_with_the_spotgate_containers() -> None:
         "journal": "/pool",
         "keys": "/id",
         "usage": "/key_id",
+        "limits": "/id",
     }
-    assert number(containers["cache"]["defaultTtl"]) == -1
-    not_indexed = variable("modules/cosmos.bicep", containers["cache"]["indexingPolicy"])
-    assert not_indexed["excludedPaths"] == [{"path": "/*"}]
-    assert not_indexed["includedPaths"] == []
+    for name in ("cache", "limits"):
+        assert number(containers[name]["defaultTtl"]) == -1, name
+        not_indexed = variable("modules/cosmos.bicep", containers[name]["indexingPolicy"])
+        assert not_indexed["excludedPaths"] == [{"path": "/*"}], name
+        assert not_indexed["includedPaths"] == [], name
     assert containers["journal"]["defaultTtl"] == "journalTtlSeconds"
     assert param_default("modules/cosmos.bicep", "journalTtlSeconds") == 7 * 24 * 3600
     looped = only("modules/cosmos.bicep", f"{COSMOS}/sqlDatabases/containers")
@@ -585,12 +589,17 @@ def test_cosmos_is_serverless_entra_only_with_the_spotgate_containers() -> None:
 def test_cosmos_containers_match_the_stores_that_read_them() -> None:
     """The partition keys and indexing the Cosmos adapters create locally are what Bicep deploys."""
     stores = pytest.importorskip("spotgate.adapters.azure.stores")
+    tenancy = pytest.importorskip("spotgate.adapters.azure.cosmos_tenancy")
     containers = {c["name"]: c for c in variable("modules/cosmos.bicep", "containers")}
     expected = {
         stores.WORKERS_CONTAINER: (stores.WORKERS_PARTITION_KEY, stores.WORKERS_INDEXING_POLICY),
         stores.JOURNAL_CONTAINER: (stores.JOURNAL_PARTITION_KEY, stores.JOURNAL_INDEXING_POLICY),
         stores.CACHE_CONTAINER: (stores.CACHE_PARTITION_KEY, stores.CACHE_INDEXING_POLICY),
+        tenancy.KEYS_CONTAINER: (tenancy.KEYS_PARTITION_KEY, tenancy.KEYS_INDEXING_POLICY),
+        tenancy.USAGE_CONTAINER: (tenancy.USAGE_PARTITION_KEY, tenancy.USAGE_INDEXING_POLICY),
+        tenancy.LIMITS_CONTAINER: (tenancy.LIMITS_PARTITION_KEY, tenancy.LIMITS_INDEXING_POLICY),
     }
+    assert set(expected) == set(containers), "every deployed container has a store, and back"
     for name, (partition_key, indexing) in expected.items():
         assert containers[name]["partitionKey"] == partition_key, name
         deployed = variable("modules/cosmos.bicep", containers[name]["indexingPolicy"])
@@ -626,6 +635,7 @@ def test_key_vault_uses_rbac_and_holds_the_generated_secrets() -> None:
     }
     assert secrets["admin-key"] == "adminKey"
     assert secrets["fleet-token"] == "fleetToken"
+    assert secrets["key-salt"] == "keySalt"
     assert render(secrets["api-keys"]) == 'string(["apiKey"])', "a JSON list"
     assert secrets["spillover-api-key"] == "spilloverApiKey"
 
@@ -752,6 +762,29 @@ def test_secrets_reach_the_app_only_as_key_vault_references() -> None:
         assert not strings(value) & secret_names, name
         if name not in SECRET_SETTINGS:
             assert "@Microsoft.KeyVault(" not in json.dumps(value), name
+
+
+def test_the_app_reads_its_vault_by_url_and_entra_admin_tokens_are_opt_in() -> None:
+    """The SecretStore reads Key Vault itself (a rotation needs no restart); Entra ID is opt-in."""
+    settings = _app_settings()
+    assert render(settings["SPOTGATE_KEY_VAULT_URL"]) == "vault.properties.vaultUri"
+    vault = resources("modules/functions.bicep", "Microsoft.KeyVault/vaults")
+    assert [r["existing"] for r in vault.values()] == [True]
+    assert body(next(iter(vault.values())))["name"] == "keyVaultName"
+    for setting, param in (
+        ("SPOTGATE_ENTRA_TENANT_ID", "entraTenantId"),
+        ("SPOTGATE_ENTRA_ADMIN_AUDIENCE", "entraAdminAudience"),
+    ):
+        assert settings[setting] == param
+        assert param_default("modules/functions.bicep", param) == ""
+        assert param_default("main.bicep", param) == ""
+        assert doc("main.bicep")["modules"]["functions"]["config"]["params"][param] == param
+    supplied = json.loads(PARAMETERS.read_text())["parameters"]
+    assert supplied["entraTenantId"]["value"] == "${SPOTGATE_ENTRA_TENANT_ID}"
+    assert supplied["entraAdminAudience"]["value"] == "${SPOTGATE_ENTRA_ADMIN_AUDIENCE}"
+    assert supplied["keySalt"]["value"] == (
+        "$(secretOrRandomPassword ${AZURE_KEY_VAULT_NAME} key-salt)"
+    )
 
 
 def test_spotgate_app_settings_are_real_settings_fields() -> None:

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from spotgate.api.auth import require_key
+from spotgate.api.auth import require_agent
 from spotgate.api.errors import json_response
 from spotgate.api.request_reading import read_request_body
 from spotgate.errors import InvalidRequest
@@ -36,8 +36,7 @@ def text_field(body: dict[str, Any], name: str, *, required: bool = True) -> str
 
 async def _agent(request: Request) -> tuple[Runtime, dict[str, Any], str | None]:
     """The runtime, the parsed body and the worker credential, once the fleet token passed."""
-    runtime: Runtime = request.app.state.runtime
-    require_key(request, [runtime.settings.fleet_token], "fleet token")
+    runtime = require_agent(request)
     body = parse_body(await read_request_body(request) or b"{}")
     return runtime, body, request.headers.get(WORKER_CREDENTIAL_HEADER)
 

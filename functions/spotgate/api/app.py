@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from spotgate.api import (
+    admin_routes,
     agent_routes,
     fleet_routes,
     health_routes,
@@ -37,6 +38,7 @@ def create_app(runtime: Runtime, *, local: bool = True) -> Starlette:
         *health_routes.routes,
         *agent_routes.routes,
         *fleet_routes.routes,
+        *admin_routes.routes,
         *orchestration_routes.routes,
     ]
     if local:

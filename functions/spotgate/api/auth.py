@@ -1,17 +1,15 @@
-"""Bearer-key checks for the three audiences: API clients, operators and worker agents."""
+"""Bearer credentials for the three audiences: API clients, operators and worker agents.
+
+Which credential opens what is decided in the core (`gateway/tenancy/`): the
+API key by the pipeline's authorise step, the admin role and the fleet token
+by `Roles`. Routes only read the header.
+"""
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
-
 from starlette.requests import Request
 
-from spotgate.errors import AuthenticationFailed
-
-if TYPE_CHECKING:
-    from spotgate.runtime import Runtime
+from spotgate.runtime import Runtime
 
 
 def bearer(request: Request) -> str | None:
@@ -21,18 +19,15 @@ def bearer(request: Request) -> str | None:
     return request.headers.get("api-key")
 
 
-def require_key(request: Request, accepted: Iterable[str | None], what: str = "API key") -> str:
-    presented = bearer(request)
-    if not presented:
-        raise AuthenticationFailed(f"Missing {what}. Send it as 'Authorization: Bearer <key>'.")
-    for key in accepted:
-        if key and hmac.compare_digest(presented.encode(), key.encode()):
-            return presented
-    raise AuthenticationFailed(f"Invalid {what}.")
-
-
-def require_admin(request: Request) -> Runtime:
-    """The app's Runtime, once the request presented the admin key."""
+async def require_admin(request: Request) -> Runtime:
+    """The app's Runtime, once the request proved the admin role."""
     runtime: Runtime = request.app.state.runtime
-    require_key(request, [runtime.settings.admin_key], "admin key")
+    await runtime.roles.admin(bearer(request))
+    return runtime
+
+
+def require_agent(request: Request) -> Runtime:
+    """The app's Runtime, once the request presented the fleet token."""
+    runtime: Runtime = request.app.state.runtime
+    runtime.roles.agent(bearer(request))
     return runtime

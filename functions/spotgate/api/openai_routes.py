@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from spotgate.api.auth import require_key
+from spotgate.api.auth import bearer
 from spotgate.api.disconnect import while_connected
 from spotgate.api.errors import json_response
 from spotgate.api.middleware import REQUEST_ID
@@ -37,7 +37,12 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def as_response(served: Served) -> Response:
-    headers = {"X-Model": served.model, "X-Worker": served.worker_id, "X-Cache": served.cache}
+    headers = {
+        **served.headers,
+        "X-Model": served.model,
+        "X-Worker": served.worker_id,
+        "X-Cache": served.cache,
+    }
     if served.chunks is not None:
         sse = {**_SSE_HEADERS, **headers}
         return ClosingStreamingResponse(served.chunks, media_type="text/event-stream", headers=sse)
@@ -50,11 +55,12 @@ def as_response(served: Served) -> Response:
 def _endpoint(path: str, check: Checker):
     async def handle(request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime
-        api_key = require_key(request, runtime.settings.api_keys)
+        caller = runtime.tenancy.authority.authenticate(bearer(request))  # before the body
         raw = await read_request_body(request)
         body = request_body.parse_body(raw)
+        request_id = request.scope[REQUEST_ID]
         inference = InferenceRequest(
-            path, raw, body, check(body), request.scope[REQUEST_ID], request.headers, api_key
+            path, raw, body, check(body), request_id, request.headers, caller=caller
         )
 
         async def serve() -> Response:
@@ -67,8 +73,8 @@ def _endpoint(path: str, check: Checker):
 
 async def list_models(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    require_key(request, runtime.settings.api_keys)
-    return json_response(runtime.router.catalog.listing())
+    caller = runtime.tenancy.authority.authenticate(bearer(request))
+    return json_response(runtime.tenancy.visible_models(caller, runtime.router.catalog))
 
 
 routes = [

@@ -29,8 +29,8 @@ from spotgate.orchestrations.monitor_contract import (
 from spotgate.runtime import Runtime
 
 
-def _control(request: Request) -> tuple[Runtime, OrchestrationControl]:
-    runtime = require_admin(request)
+async def _control(request: Request) -> tuple[Runtime, OrchestrationControl]:
+    runtime = await require_admin(request)
     control = runtime.orchestrations
     if control is None or not control.available:
         raise NotFound("No orchestration runner in this process.", code="not_found")
@@ -54,7 +54,7 @@ def _monitor_input(monitors: MonitorPlan, body: dict[str, Any]) -> tuple[str, di
 
 
 async def start(request: Request) -> Response:
-    runtime, control = _control(request)
+    runtime, control = await _control(request)
     name = request.path_params["name"]
     if name != ORCHESTRATOR_NAME:
         raise NotFound(f"No orchestration named '{name}'.", code="not_found")
@@ -66,7 +66,7 @@ async def start(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    _, control = _control(request)
+    _, control = await _control(request)
     instance_id = request.path_params["instance_id"]
     found = await control.get_status(instance_id)
     if found is None:
@@ -75,7 +75,7 @@ async def status(request: Request) -> Response:
 
 
 async def terminate(request: Request) -> Response:
-    _, control = _control(request)
+    _, control = await _control(request)
     instance_id = request.path_params["instance_id"]
     if await control.get_status(instance_id) is None:
         raise NotFound(f"No orchestration instance '{instance_id}'.", code="not_found")
@@ -89,7 +89,7 @@ _EVENT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 async def raise_event(request: Request) -> Response:
     """The `sendEventPostUri` of the check-status payload: admin only, as on Azure."""
-    _, control = _control(request)
+    _, control = await _control(request)
     instance_id = request.path_params["instance_id"]
     event_name = request.path_params["event_name"]
     if not _EVENT_NAME.fullmatch(event_name):

@@ -33,6 +33,9 @@ class SpilloverTarget(BaseModel):
     deployment: str | None = None
     api_key_env: str | None = None
     extra_headers: dict[str, str] = Field(default_factory=dict)
+    price_in_per_1m: float = Field(default=0.0, ge=0)
+    """What the endpoint charges us, per million prompt tokens (a spillover's cost)."""
+    price_out_per_1m: float = Field(default=0.0, ge=0)
 
 
 class ModelEntry(BaseModel):
@@ -58,6 +61,8 @@ class ModelEntry(BaseModel):
     auto: bool = True
     hide_aliases: bool = False
     limits: RequestLimits | None = None
+    groups: list[str] = Field(default_factory=list)
+    """Model groups it belongs to: a key allowed a group may call every model in it."""
 
     @property
     def worker_model(self) -> str:

@@ -20,16 +20,17 @@ A later stage (authorise a key, rate limits, metering, metrics) is a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from spotgate.clock import Clock
 from spotgate.errors import UpstreamError
 from spotgate.fleet.registry import WorkerRegistry
-from spotgate.gateway.cache.answers import AnswerKeeper, replay, watched
-from spotgate.gateway.cache.key import tenant_scope
+from spotgate.gateway.cache.answers import AnswerKeeper, StreamEnd, replay, watched
 from spotgate.gateway.cache.policy import CacheDecision
 from spotgate.gateway.cache.response_cache import ResponseCache
 from spotgate.gateway.catalog import ResolvedModel
@@ -38,8 +39,19 @@ from spotgate.gateway.normalise import normalise_chat_response, normalise_comple
 from spotgate.gateway.relay import Relay
 from spotgate.gateway.request_limits import RequestLimits, check_limits
 from spotgate.gateway.routing import Router
-from spotgate.gateway.sse_normalise import needs_normalising, normalised
+from spotgate.gateway.sse_normalise import (
+    asks_for_usage,
+    needs_normalising,
+    normalised,
+    with_usage,
+    without_usage_chunk,
+)
 from spotgate.gateway.upstream_errors import openai_error_body, upstream_status
+
+if TYPE_CHECKING:
+    from spotgate.gateway.tenancy.authority import Caller
+
+log = logging.getLogger("spotgate.serving")
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -62,6 +74,8 @@ class InferenceRequest:
     request_id: str
     headers: Mapping[str, str] = field(default_factory=dict)
     api_key: str | None = None
+    caller: Caller | None = None
+    """Set when the key was checked already (before the body was read, or a batch's owner)."""
 
     @property
     def wants_stream(self) -> bool:
@@ -70,10 +84,18 @@ class InferenceRequest:
 
 @dataclass(slots=True)
 class RequestContext:
-    """What the pipeline learns about one request as it goes; steps read and annotate it."""
+    """What the pipeline learns about one request as it goes; steps read and annotate it.
+
+    `cache_scope` partitions cache entries (set by the step that knows the caller);
+    `headers` are added to the response (rate-limit headers); `notes` hold what a
+    step needs back at `finished`.
+    """
 
     request: InferenceRequest
+    started_at: float = 0.0
     model: ResolvedModel | None = None
+    cache_scope: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,14 +110,27 @@ class Served:
     body: bytes | None = None
     chunks: Relay | None = None
     events: list[bytes] | None = None  # a cached answer replayed as a stream
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class Outcome:
-    """What a finished request did, for steps that account for it."""
+    """What a finished request did, for steps that account for it.
 
-    served: Served
+    Every request that got past `received` finishes exactly once: answered,
+    refused or failed (`error_code` set, `served` None), or a stream that ended
+    (`whole`) or was cut short by its client (`whole` False: `answer` is what
+    was relayed, usage missing, `events` how many data events got out).
+    """
+
+    served: Served | None
     answer: dict[str, Any] | None  # the whole answer when known (usage lives there)
+    ended_at: float
+    status: int = 200
+    error_code: str | None = None
+    whole: bool = True
+    events: int = 0
+    first_event_at: float | None = None
 
 
 class ServingStep:
@@ -149,48 +184,69 @@ class Serving:
         registry: WorkerRegistry,
         cache: ResponseCache | None,
         keeper: AnswerKeeper | None,
+        clock: Clock,
         *,
         steps: Sequence[ServingStep] = (),
-        scope_by_key: bool = False,
     ) -> None:
-        """`scope_by_key`: each API key gets its own cache entries (several tenants)."""
         self._router = router
         self._registry = registry
         self._cache = cache
         self._keeper = keeper
+        self._clock = clock
         self._steps = tuple(steps)
         # a step that leaves a moment alone costs nothing there (no coroutine per request);
         # only steps that account for outcomes make a stream worth observing to its end
         self._on_received = _overriding(self._steps, "received")
         self._on_resolved = _overriding(self._steps, "resolved")
         self._observers = _overriding(self._steps, "finished")
-        self._scope_by_key = scope_by_key
 
     @property
     def steps(self) -> tuple[ServingStep, ...]:
         return self._steps
 
     async def serve(self, request: InferenceRequest) -> Served:
-        context = RequestContext(request)
+        context = RequestContext(request, started_at=self._clock.now())
         for step in self._on_received:
             await step.received(context)
+        finishing = True  # from here on, every way out finishes the request once
+        try:
+            served = await self._serve(context)
+            finishing = served.chunks is None  # a stream finishes when it ends
+            return served
+        except BaseException as exc:
+            if finishing and self._observers:
+                self._finish(context, None, None, error=exc)
+            finishing = False
+            raise
+        finally:
+            if finishing and self._observers:
+                self._finish(context, served, context.notes.pop("answer", None))
+
+    async def _serve(self, context: RequestContext) -> Served:
+        request = context.request
         model = context.model = await self._router.resolve(request.model, request.body)
         for step in self._on_resolved:
             await step.resolved(context)
-        decision = self._decide(request, model)
+        decision = self._decide(context, model)
         if decision is not None and decision.read and self._cache is not None:
             hit = await self._cache.get(decision)
             answer = replay(hit, request.body, request.wants_stream) if hit else None
             if answer is not None:
-                served = Served(200, model.name, "cache", "HIT", answer.body, None, answer.events)
-                self._finish(context, served, None)
-                return served
+                if self._observers and hit is not None:
+                    context.notes["answer"] = _parsed(hit.body)
+                return Served(200, model.name, "cache", "HIT", answer.body, None, answer.events,
+                              context.headers)  # fmt: skip
         x_cache = "MISS" if decision is not None and decision.read else "BYPASS"
+        raw, body = request.raw, request.body
+        metering_stream = request.wants_stream and bool(self._observers)
+        if metering_stream and not asks_for_usage(body):
+            body = with_usage(body)  # the worker reports usage; the client still gets none
+            raw = orjson.dumps(body)
         result = await self._router.forward(
             request.path,
             model,
-            request.raw,
-            request.body,
+            raw,
+            body,
             {"X-Request-ID": request.request_id},
             stream=request.wants_stream,
         )
@@ -198,15 +254,18 @@ class Serving:
             return self._stream(context, result, decision, x_cache)
         return self._reply(context, result, decision, x_cache)
 
-    def _decide(self, request: InferenceRequest, model: ResolvedModel) -> CacheDecision | None:
+    def _decide(self, context: RequestContext, model: ResolvedModel) -> CacheDecision | None:
         """None exactly when there is no cache. Aliases and the served name share entries."""
         if self._cache is None:
             return None
+        request = context.request
         body = request.body
         key_body = body if request.model == model.name else {**body, "model": model.name}
-        scoped = self._scope_by_key and request.api_key is not None
-        scope = tenant_scope(request.api_key) if scoped and request.api_key else ""
-        return self._cache.decide(request.path, key_body, request.headers, scope=scope)
+        scope = context.cache_scope or ""  # the authorise step scopes it by caller
+        groups = model.entry.groups if model.entry is not None else ()
+        return self._cache.decide(
+            request.path, key_body, request.headers, scope=scope, groups=groups
+        )
 
     def _stream(
         self,
@@ -215,24 +274,29 @@ class Serving:
         decision: CacheDecision | None,
         x_cache: str,
     ) -> Served:
+        request = context.request
         name, worker_id = self._model_name(context), result.worker_id
         keeper = self._keeper if decision is not None and decision.write else None
         chunks = result.chunks
-        if needs_normalising(context.request.path, context.request.body):
+        if needs_normalising(request.path, request.body):
             chunks = normalised(chunks)
         if keeper is not None or self._observers:
-            served = Served(200, name, worker_id, x_cache)
+            served = Served(200, name, worker_id, x_cache, headers=context.headers)
 
-            def ended(answer: dict[str, Any] | None) -> None:
-                whole = answer is not None and answer.get("usage") is not None
+            def ended(end: StreamEnd) -> None:
+                answer = end.answer
+                whole = end.whole and answer is not None and answer.get("usage") is not None
                 if keeper is not None and decision is not None and whole:
                     keeper.keep(decision, orjson.dumps(answer), name, worker_id)
-                self._finish(context, served, answer)
+                if self._observers:
+                    self._finish(context, served, answer, end=end)
 
             storing = keeper is not None and decision is not None
             limit = 4 * decision.max_entry_bytes if storing and decision else 4_000_000
-            chunks = watched(chunks, ended, limit)
-        return Served(200, name, worker_id, x_cache, chunks=chunks)
+            chunks = watched(chunks, ended, self._clock, limit)
+        if self._observers and not asks_for_usage(request.body):
+            chunks = without_usage_chunk(chunks)
+        return Served(200, name, worker_id, x_cache, chunks=chunks, headers=context.headers)
 
     def _reply(
         self,
@@ -244,12 +308,10 @@ class Serving:
         name = self._model_name(context)
         if result.status != 200:
             body = openai_error_body(result.status, result.body)
-            served = Served(upstream_status(result.status), name, result.worker_id, x_cache, body)
-            self._finish(context, served, None)
-            return served
+            status = upstream_status(result.status)
+            return Served(status, name, result.worker_id, x_cache, body, headers=context.headers)
         path = context.request.path
         normalise = None if context.request.wants_stream else _NORMALISERS.get(path)
-        answer: dict[str, Any] | None = None
         content = result.body
         if normalise is not None:
             try:
@@ -257,19 +319,40 @@ class Serving:
             except orjson.JSONDecodeError:
                 raise self._bad_output(result.worker_id) from None
             content = orjson.dumps(answer)
-        served = Served(200, name, result.worker_id, x_cache, content)
+            context.notes["answer"] = answer
+        elif self._observers:
+            context.notes["answer"] = _parsed(content)
         if decision is not None and decision.write and self._keeper is not None:
             self._keeper.keep(decision, content, name, result.worker_id)
-        self._finish(context, served, answer)
-        return served
+        return Served(200, name, result.worker_id, x_cache, content, headers=context.headers)
 
     def _finish(
-        self, context: RequestContext, served: Served, answer: dict[str, Any] | None
+        self,
+        context: RequestContext,
+        served: Served | None,
+        answer: dict[str, Any] | None,
+        *,
+        error: BaseException | None = None,
+        end: StreamEnd | None = None,
     ) -> None:
-        if self._observers:
-            outcome = Outcome(served, answer)
-            for step in self._observers:
+        outcome = Outcome(served, answer, self._clock.now())
+        if served is not None:
+            outcome.status = served.status
+            if served.status >= 400 and served.body:
+                outcome.error_code = _error_code(served.body)
+        if error is not None:
+            outcome.status = getattr(error, "status_code", 499)
+            outcome.error_code = getattr(error, "code", None) or type(error).__name__
+        if end is not None:
+            outcome.whole, outcome.events = end.whole, end.events
+            outcome.first_event_at = end.first_event_at
+            if not end.whole:
+                outcome.status, outcome.error_code = 499, "client_gone"
+        for step in self._observers:
+            try:
                 step.finished(context, outcome)
+            except Exception:  # the answer is on its way: a step's failure is only logged
+                log.exception("serving step %s failed at finished", step.name)
 
     def _bad_output(self, worker_id: str) -> UpstreamError:
         """A 200 whose body is not JSON: the worker is broken or not what it claims."""
@@ -283,3 +366,18 @@ class Serving:
     def _model_name(context: RequestContext) -> str:
         assert context.model is not None
         return context.model.name
+
+
+def _parsed(body: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _error_code(body: bytes) -> str | None:
+    parsed = _parsed(body) or {}
+    error = parsed.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None

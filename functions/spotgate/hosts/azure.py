@@ -36,6 +36,7 @@ from spotgate.adapters.azure.asgi_stream_bridge import (
     ensure_started,
     openai_error_response,
 )
+from spotgate.adapters.azure.cosmos_tenancy import cosmos_tenancy
 from spotgate.adapters.azure.durable_client_control import DurableClientControl
 from spotgate.adapters.azure.shared_demand import SharedDemand
 from spotgate.adapters.azure.store_sync import RegistrySync
@@ -44,8 +45,12 @@ from spotgate.adapters.local.sqlite_worker_store import SqliteWorkerStore
 from spotgate.api.app import create_app
 from spotgate.fleet.observation import DemandSource
 from spotgate.gateway.admission_demand import AdmissionDemand
+from spotgate.gateway.model_catalogue import load_catalogue
+from spotgate.gateway.tenancy.admins import AdminTokens
+from spotgate.gateway.tenancy.tenancy import TenancyStores
 from spotgate.hosts.azure_fleet import azure_fleet_services
 from spotgate.hosts.gateway import assemble_runtime, build_gateway
+from spotgate.hosts.tenancy import settings_secrets
 from spotgate.orchestrations.blueprint import (
     bp,
     on_durable_client,
@@ -54,6 +59,7 @@ from spotgate.orchestrations.blueprint import (
     set_startup_hook,
 )
 from spotgate.runtime import Lifecycle, Runtime
+from spotgate.secret_store import ADMIN_KEY, FLEET_TOKEN, KEY_SALT, SecretStore
 from spotgate.settings import FleetSettings, Settings
 
 log = logging.getLogger("spotgate.azure")
@@ -81,27 +87,81 @@ def register_http_api(app: func.FunctionApp, asgi_app: ASGIApp) -> None:
         return await call_asgi(asgi_app, req)
 
 
+def azure_secrets(settings: Settings) -> tuple[SecretStore, list[Lifecycle]]:
+    """Key Vault when the deployment names one (read with the managed identity, renewed
+    every few minutes), else the environment."""
+    if not settings.azure.key_vault_url:
+        return settings_secrets(settings), []
+    from azure.identity.aio import DefaultAzureCredential
+
+    from spotgate.adapters.azure.key_vault_secrets import KeyVaultSecrets
+
+    catalogue = load_catalogue(settings.gateway.model_catalogue, settings.gateway.catalogue_file)
+    spillover_keys = [
+        e.spillover.api_key_env for e in catalogue if e.spillover and e.spillover.api_key_env
+    ]
+    vault = KeyVaultSecrets(
+        settings.azure.key_vault_url,
+        DefaultAzureCredential(),
+        [ADMIN_KEY, FLEET_TOKEN, KEY_SALT, *spillover_keys],
+    )
+    return vault, [vault]
+
+
+def entra_admin_tokens(settings: Settings) -> AdminTokens | None:
+    """Entra ID tokens with the admin app role, when a tenant and an audience are set."""
+    tenant, audience = settings.azure.entra_tenant_id, settings.azure.entra_admin_audience
+    if not tenant or not audience:
+        return None
+    from spotgate.adapters.azure.entra_tokens import (
+        CachedJwks,
+        EntraAdminTokens,
+        entra_jwks_fetch,
+    )
+
+    jwks = CachedJwks(entra_jwks_fetch(tenant))
+    return EntraAdminTokens(tenant, audience, settings.azure.entra_admin_role, jwks=jwks)
+
+
 def build_azure_runtime(
     settings: Settings, control: DurableClientControl | None = None
 ) -> tuple[Runtime, DemandSource | None]:
-    """Cosmos-backed registry, journal, cache and shared pool demand when configured (as
-    deployed), else SQLite and this instance's own queue."""
+    """Cosmos-backed registry, journal, cache, keys, usage, counters and shared pool demand
+    when configured (as deployed), else SQLite and this instance's own queue."""
+    secrets, secret_lifecycles = azure_secrets(settings)
+    tokens = entra_admin_tokens(settings)
     if settings.azure.store_backend != "cosmos":
-        parts = build_gateway(settings, SqliteWorkerStore(settings.database_path))
-        return assemble_runtime(parts, orchestrations=control), None
+        parts = build_gateway(
+            settings, SqliteWorkerStore(settings.database_path), secrets=secrets,
+            admin_tokens=tokens,
+        )  # fmt: skip
+        runtime = assemble_runtime(parts, orchestrations=control, lifecycles=secret_lifecycles)
+        return runtime, None
     stores = build_azure_stores(
         settings.azure.cosmos_endpoint,
         settings.azure.cosmos_database,
         cache=settings.cache.backend == "cosmos",
     )
-    parts = build_gateway(settings, stores.worker_store, cache_store=stores.cache_store)
+    tenancy = cosmos_tenancy(stores.client.get_database_client(settings.azure.cosmos_database))
+    parts = build_gateway(
+        settings,
+        stores.worker_store,
+        cache_store=stores.cache_store,
+        secrets=secrets,
+        tenancy_stores=TenancyStores(tenancy.keys, tenancy.usage, tenancy.counters),
+        admin_tokens=tokens,
+    )
     shared = SharedDemand(
         stores.journal_container,
         AdmissionDemand(parts.router.admission),
         settings.pools,
         instance_id=stores.instance_id,
     )
-    lifecycles: list[Lifecycle] = [stores, RegistrySync(stores, parts.registry, settings.pools)]
+    lifecycles: list[Lifecycle] = [
+        *secret_lifecycles,
+        stores,
+        RegistrySync(stores, parts.registry, settings.pools),
+    ]
     runtime = assemble_runtime(
         parts,
         journal=stores.journal,

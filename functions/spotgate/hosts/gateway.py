@@ -10,14 +10,15 @@ them, tests and benchmarks.
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from spotgate.adapters.http_upstream import AiohttpUpstream
 from spotgate.adapters.pooled_upstream import PooledHttpUpstream
 from spotgate.clock import Clock, SystemClock
+from spotgate.costs.price_table import PriceTable
+from spotgate.costs.usage_reports import UsageReports
 from spotgate.fleet.control_plane import ControlPlane
 from spotgate.fleet.fleet_policy import FleetPolicyConfig
 from spotgate.fleet.journal import FleetJournal, InMemoryFleetJournal
@@ -25,6 +26,8 @@ from spotgate.fleet.registration import parse_networks
 from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.store import WorkerStore
 from spotgate.fleet.worker import Worker, WorkerState
+from spotgate.fleet.worker_span_recorder import WorkerSpanRecorder, spans_between
+from spotgate.fleet.worker_spans import WorkerSpan
 from spotgate.gateway.admission import Admission, PoolCapacity
 from spotgate.gateway.auto_model import AutoModelChooser
 from spotgate.gateway.cache.answers import AnswerKeeper
@@ -42,11 +45,15 @@ from spotgate.gateway.routing import Router
 from spotgate.gateway.selection import PolicyOptions, SelectionPolicy
 from spotgate.gateway.serving import RequestLimitsStep, Serving, ServingStep
 from spotgate.gateway.spillover import SpilloverClient
+from spotgate.gateway.tenancy.admins import AdminTokens, Roles
+from spotgate.gateway.tenancy.tenancy import Tenancy, TenancyStores
 from spotgate.gateway.token_counting import TokenCounter
 from spotgate.gateway.upstream import UpstreamClient
+from spotgate.hosts.tenancy import build_tenancy, memory_stores, settings_secrets
 from spotgate.orchestrations.control import MonitorWaker, OrchestrationControl
 from spotgate.orchestrations.monitor_contract import MonitorPlan
 from spotgate.runtime import Lifecycle, LocalFaults, Runtime, ScheduledEventsSource
+from spotgate.secret_store import SecretStore
 from spotgate.settings import Settings
 
 
@@ -63,6 +70,9 @@ class GatewayParts:
     upstream: UpstreamClient
     response_cache: ResponseCache | None
     probe: HealthProbe
+    tenancy: Tenancy
+    roles: Roles
+    secrets: SecretStore
 
 
 def cache_policy_from(settings: Settings) -> CachePolicy:
@@ -100,7 +110,7 @@ def _router(
     forwarder: Forwarder,
     upstream: UpstreamClient,
     health: PassiveHealth,
-    secrets: Callable[[str], str | None],
+    secrets: SecretStore,
 ) -> Router:
     """Admission per pool, the `auto` model and spillover clients around the forwarder."""
     catalog = ModelCatalog(
@@ -133,7 +143,7 @@ def _router(
             connect_timeout_s=settings.gateway.upstream_connect_timeout_s,
             read_timeout_s=settings.gateway.upstream_read_timeout_s,
         )
-        spillover = SpilloverClient(https, secrets)
+        spillover = SpilloverClient(https, secrets.get)
     return Router(
         catalog,
         forwarder,
@@ -154,10 +164,15 @@ def build_gateway(
     policy: str | None = None,
     cache_store: CacheStore | None = None,
     steps: Sequence[ServingStep] = (),
-    secrets: Callable[[str], str | None] = os.environ.get,
+    secrets: SecretStore | None = None,
+    tenancy_stores: TenancyStores | None = None,
+    admin_tokens: AdminTokens | None = None,
 ) -> GatewayParts:
-    """`steps` run after the built-in request limits (authorisation, metering...)."""
+    """`steps` run after the built-in ones (request limits, keys, limits, metering).
+    Without `secrets`, the environment and the settings' keys; without `tenancy_stores`,
+    memory (keys made through the admin API last as long as the process)."""
     clock = clock or SystemClock()
+    secrets = secrets or settings_secrets(settings)
     ttls = [
         settings.cache.ttl_s,
         *(float(r.get("ttl_s", 0)) for r in settings.cache.rules.values()),
@@ -212,13 +227,17 @@ def build_gateway(
             timeout_s=settings.cache.timeout_s,
             trusted=registry.trusted,
         )
+    tenancy = build_tenancy(
+        settings, tenancy_stores or memory_stores(clock), secrets, registry, clock
+    )
+    authorise, *accounting = tenancy.steps
     serving = Serving(
         router,
         registry,
         cache,
         AnswerKeeper(cache, clock) if cache is not None else None,
-        steps=(RequestLimitsStep(settings.gateway.request_limits), *steps),
-        scope_by_key=len(settings.api_keys) > 1,
+        clock,
+        steps=(authorise, RequestLimitsStep(settings.gateway.request_limits), *accounting, *steps),
     )
     probe = HealthProbe(
         registry,
@@ -227,7 +246,18 @@ def build_gateway(
         timeout_s=settings.gateway.health_probe_timeout_s,
     )
     return GatewayParts(
-        settings, clock, registry, in_flight, router, serving, upstream, cache, probe
+        settings,
+        clock,
+        registry,
+        in_flight,
+        router,
+        serving,
+        upstream,
+        cache,
+        probe,
+        tenancy,
+        Roles(secrets, admin_tokens),
+        secrets,
     )
 
 
@@ -262,6 +292,18 @@ def wake_on_loss_and_cold_waits(parts: GatewayParts, waker: MonitorWaker) -> Non
     parts.router.admission.on_cold_wait(wake)
 
 
+def usage_reports(parts: GatewayParts, journal: FleetJournal) -> UsageReports:
+    """Reports priced from the settings' price table, over the journal's and registry's
+    GPU time (each worker's SKU from its pool's setting)."""
+    config = parts.settings.tenancy
+
+    def spans(since: float, until: float) -> list[WorkerSpan]:
+        return spans_between(journal, parts.registry, config.sku_for, since, until)
+
+    prices = PriceTable.load(config.price_table)
+    return UsageReports(parts.tenancy.recorder, spans, prices, config.price_region, parts.clock)
+
+
 def assemble_runtime(
     parts: GatewayParts,
     *,
@@ -274,6 +316,7 @@ def assemble_runtime(
 ) -> Runtime:
     settings = parts.settings
     journal = InMemoryFleetJournal() if journal is None else journal
+    WorkerSpanRecorder(parts.registry, journal, settings.tenancy.sku_for, clock=parts.clock)
     waker = MonitorWaker(orchestrations)
     if orchestrations is not None:
         wake_on_loss_and_cold_waits(parts, waker)
@@ -300,6 +343,10 @@ def assemble_runtime(
         faults=faults,
         scheduled_events=scheduled_events,
         probe=parts.probe,
+        tenancy=parts.tenancy,
+        usage_reports=usage_reports(parts, journal),
+        roles=parts.roles,
+        secrets=parts.secrets,
         lifecycles=tuple(lifecycles),
     )
 
@@ -312,10 +359,17 @@ def build_runtime(
     upstream: UpstreamClient | None = None,
     policy: str | None = None,
     cache_store: CacheStore | None = None,
+    tenancy_stores: TenancyStores | None = None,
     **host: Any,
 ) -> Runtime:
     """`build_gateway` then `assemble_runtime`; `host` are assemble_runtime's keywords."""
     parts = build_gateway(
-        settings, store, clock=clock, upstream=upstream, policy=policy, cache_store=cache_store
+        settings,
+        store,
+        clock=clock,
+        upstream=upstream,
+        policy=policy,
+        cache_store=cache_store,
+        tenancy_stores=tenancy_stores,
     )
     return assemble_runtime(parts, **host)

@@ -21,12 +21,19 @@ from pathlib import Path
 from starlette.applications import Starlette
 
 from spotgate.adapters.local.durable_runner import LocalOrchestrationRunner
+from spotgate.adapters.local.env_secrets import EnvSecrets, env_name, persistent_salt
 from spotgate.adapters.local.process_compute import LocalProcessCompute, WorkerSpec
 from spotgate.adapters.local.scheduled_events import FakeScheduledEvents
 from spotgate.adapters.local.spot_market import LocalSpotMarket
 from spotgate.adapters.local.sqlite_fleet_journal import SqliteFleetJournal
+from spotgate.adapters.local.sqlite_tenancy import (
+    SqliteCounterStore,
+    SqliteKeyStore,
+    SqliteUsageStore,
+)
 from spotgate.adapters.local.sqlite_worker_store import SqliteWorkerStore
 from spotgate.api.app import create_app
+from spotgate.clock import SystemClock
 from spotgate.errors import NotFound
 from spotgate.fleet.autoscaler import AutoscalerConfig
 from spotgate.fleet.compute import ComputeProvider
@@ -34,6 +41,7 @@ from spotgate.fleet.fleet_policy import FleetPolicyConfig
 from spotgate.fleet.journal import FleetJournal
 from spotgate.fleet.worker import WorkerState
 from spotgate.gateway.admission_demand import AdmissionDemand
+from spotgate.gateway.tenancy.tenancy import TenancyStores
 from spotgate.hosts.gateway import GatewayParts, assemble_runtime, build_gateway, monitor_plan
 from spotgate.orchestrations.activities import activity_table
 from spotgate.orchestrations.blueprint import fleet_monitor
@@ -44,7 +52,8 @@ from spotgate.orchestrations.monitor_contract import (
 )
 from spotgate.orchestrations.services import SimpleFleetServices
 from spotgate.runtime import Runtime
-from spotgate.settings import Settings
+from spotgate.secret_store import ADMIN_KEY, FLEET_TOKEN, KEY_SALT, SecretStore
+from spotgate.settings import Settings, TenancySettings
 
 log = logging.getLogger("spotgate.dev")
 
@@ -110,9 +119,42 @@ def dev_settings(settings: Settings, api_key: str | None) -> tuple[Settings, str
             "api_keys": [key, *settings.api_keys],
             "admin_key": settings.admin_key or f"sk-spotgate-admin-{secrets.token_urlsafe(24)}",
             "fleet_token": settings.fleet_token or secrets.token_urlsafe(24),
+            "tenancy": dev_prices(settings.tenancy),
         }
     )
     return updated, key
+
+
+DEV_PRICE_IN_PER_1M = 0.50
+DEV_PRICE_OUT_PER_1M = 1.50
+
+
+def dev_prices(tenancy: TenancySettings) -> TenancySettings:
+    """Notional prices for models without a catalogue price, so a local run's usage report
+    shows revenue and margin; prices set in the environment win."""
+    if tenancy.model_fields_set & {"default_price_in_per_1m", "default_price_out_per_1m"}:
+        return tenancy
+    return tenancy.model_copy(
+        update={
+            "default_price_in_per_1m": DEV_PRICE_IN_PER_1M,
+            "default_price_out_per_1m": DEV_PRICE_OUT_PER_1M,
+        }
+    )
+
+
+def local_secrets(settings: Settings) -> SecretStore:
+    """The environment, the dev stack's generated keys, and a salt kept in the data dir."""
+    overrides = {ADMIN_KEY: settings.admin_key or "", FLEET_TOKEN: settings.fleet_token or ""}
+    if not os.environ.get(env_name(KEY_SALT)):
+        overrides[KEY_SALT] = persistent_salt(settings.data_dir / "key-salt")
+    return EnvSecrets(os.environ, overrides)
+
+
+def local_tenancy(settings: Settings) -> TenancyStores:
+    path = settings.data_dir / "tenancy.sqlite3"
+    return TenancyStores(
+        SqliteKeyStore(path), SqliteUsageStore(path), SqliteCounterStore(path, clock=SystemClock())
+    )
 
 
 def _worker_args(options: DevOptions, index: int) -> list[str]:
@@ -189,7 +231,9 @@ def build_dev_app(
     journal = SqliteFleetJournal(settings.data_dir / "fleet-journal.sqlite3")
     if not options.keep_history:  # an earlier run's faults say nothing about this stack's spot
         journal.clear()
-    parts = build_gateway(settings, store)
+    parts = build_gateway(
+        settings, store, secrets=local_secrets(settings), tenancy_stores=local_tenancy(settings)
+    )
 
     def schedule(delay: float, action: Callable[[], None]) -> None:
         asyncio.get_running_loop().call_later(delay, action)  # only called on the server's loop

@@ -15,6 +15,7 @@ from typing import Any
 
 from spotgate.fleet.compute import CapacityError, ProvisionRequest
 from spotgate.fleet.decision import DeleteRequest
+from spotgate.fleet.journal import JOURNAL_RETENTION_S
 from spotgate.fleet.observation import observe_pool as _observe
 from spotgate.fleet.worker import WorkerState
 from spotgate.orchestrations.services import FleetServices
@@ -38,7 +39,7 @@ async def observe_pool(services: FleetServices, payload: dict[str, Any]) -> dict
     since = now - lookback_s
     instances = await services.compute.instances(pool) if services.compute else None
     demand = await services.demand.of(pool) if services.demand else None
-    services.journal.prune(now - 2 * lookback_s)
+    services.journal.prune(now - max(2 * lookback_s, JOURNAL_RETENTION_S))
     observation = _observe(
         services.registry,
         pool,

@@ -37,6 +37,7 @@ from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.signals import EvictionSignal
 from spotgate.fleet.store import InMemoryWorkerStore, WorkerStore
 from spotgate.fleet.worker import EngineMetrics, Eviction, Worker, WorkerState
+from spotgate.fleet.worker_spans import WorkerSpan
 from spotgate.settings import Settings
 from tests.adapters.conftest import CosmosServer
 from tests.fleet import test_fleet_journal_contract as journal_contract
@@ -545,6 +546,11 @@ JOURNAL_CONTRACT = [
     "test_prune_drops_entries_older_than_the_cutoff",
     "test_decisions_come_back_in_order",
     "test_decisions_keep_only_the_newest",
+    "test_every_pools_evictions_and_refusals_come_back_with_their_pool",
+    "test_a_worker_seen_going_twice_is_one_span",
+    "test_worker_spans_are_those_overlapping_the_window_by_start",
+    "test_prune_drops_spans_that_ended_before_the_cutoff",
+    "test_a_running_workers_span_is_refused",
 ]
 POOLS = ("gpu", "a", "b", "c")
 
@@ -554,6 +560,9 @@ def journal_view(journal: CosmosFleetJournal) -> dict[str, Any]:
         "evictions": {p: journal.evictions(p, since=0.0) for p in POOLS},
         "failures": {p: journal.capacity_failures(p, since=0.0) for p in POOLS},
         "decisions": list(journal),
+        "all_evictions": journal.all_evictions(since=0.0),
+        "all_failures": journal.all_capacity_failures(since=0.0),
+        "spans": journal.worker_spans(since=0.0),
     }
 
 
@@ -661,6 +670,29 @@ async def test_prune_deletes_from_cosmos_too(cosmos: Cosmos) -> None:
     assert reopened.evictions("gpu", since=0.0) == [EvictionSignal("2", 50.0)]
     assert reopened.capacity_failures("gpu", since=0.0) == []
     await reopened.close()
+
+
+async def test_instances_that_saw_one_worker_go_write_one_span_item(cosmos: Cosmos) -> None:
+    span = WorkerSpan("pool/w#1", "gpu", "spot", "NC4", "1", 100.0, 200.0, "evicted")
+    ttls = {"event_ttl_s": 60, "span_ttl_s": 3600}
+    one = CosmosFleetJournal(cosmos.journal, options=FAST, **ttls)
+    two = CosmosFleetJournal(cosmos.journal, options=FAST, **ttls)
+    three = CosmosFleetJournal(cosmos.journal, options=FAST)
+    try:
+        one.record_worker_span(span)
+        two.record_worker_span(span)
+        assert await one.flush() and await two.flush()
+        query = "SELECT * FROM c WHERE c.kind = 'worker_span'"
+        items = [i async for i in cosmos.journal.query_items(query)]
+        assert len(items) == 1
+        assert items[0]["ttl"] == 3600  # a month's cost report outlives the events' TTL
+        await three.pull("gpu", decisions=False)
+        assert three.worker_spans(since=0.0) == []  # only the rounds that read decisions
+        await three.pull("gpu")
+        assert three.worker_spans(since=0.0) == [span]
+    finally:
+        for journal in (one, two, three):
+            await journal.close()
 
 
 # --- azure_stores ---

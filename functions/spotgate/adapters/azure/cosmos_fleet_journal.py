@@ -18,7 +18,12 @@ Container `journal`, partition key `/pool`, one item per entry, typed by
     time stands;
   - `capacity_failure`: a unique id per refusal;
   - `decision`: id `decision:{seq}:{writer}`, the decision itself under
-    `decision`; the pool is the partition (`_` for a decision without one).
+    `decision`; the pool is the partition (`_` for a decision without one);
+  - `worker_span`: id `worker_span:{worker_id}`, upserted, so every instance
+    that saw the worker go writes the same one item; `at` is its end, the
+    span under `span`. Only exports read spans, so like decisions they are
+    pulled only when `decisions=True`, and they live `span_ttl_s` (a month's
+    cost report needs more than the events' two days).
 Every item carries `seq` (a hybrid logical clock in microseconds: entries
 come back in the order they were recorded, across instances up to clock
 skew) and `writer`.
@@ -42,15 +47,29 @@ from __future__ import annotations
 import math
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 from azure.cosmos.aio import ContainerProxy
 
+from spotgate.adapters.azure.cosmos_journal_items import (
+    Window,
+    capacity_failure,
+    capacity_failure_record,
+    clean,
+    eviction_record,
+    eviction_signal,
+    item_order,
+    newest,
+    time_order,
+    worker_span,
+)
 from spotgate.adapters.azure.write_behind import WriteBehindOptions, WriteBehindStore, WriteOp
+from spotgate.fleet.journal import CapacityFailureRecord, EvictionRecord, ended_at, spans_in
 from spotgate.fleet.signals import CapacityFailure, EvictionSignal
+from spotgate.fleet.worker_spans import WorkerSpan
 
 JOURNAL_CONTAINER = "journal"
 JOURNAL_PARTITION_KEY = "/pool"
@@ -71,6 +90,7 @@ JOURNAL_INDEXING_POLICY: dict[str, Any] = {
 EVICTION = "eviction"
 CAPACITY_FAILURE = "capacity_failure"
 DECISION = "decision"
+WORKER_SPAN = "worker_span"
 NO_POOL = "_"
 """The partition of a decision that names no pool."""
 
@@ -78,6 +98,8 @@ DEFAULT_MAX_DECISIONS = 2000
 DEFAULT_MAX_EVENTS_PER_POOL = 2000
 DEFAULT_EVENT_TTL_S = 2 * 86400
 DEFAULT_DECISION_TTL_S = 7 * 86400
+DEFAULT_MAX_SPANS_PER_POOL = 5000
+DEFAULT_SPAN_TTL_S = 35 * 86400
 
 
 def id_part(value: str) -> str:
@@ -89,8 +111,8 @@ def eviction_id(pool: str, worker_id: str) -> str:
     return f"{EVICTION}:{id_part(pool)}:{id_part(worker_id)}"
 
 
-def _order(item: dict[str, Any]) -> tuple[int, str, str]:
-    return (int(item.get("seq") or 0), str(item.get("writer") or ""), str(item["id"]))
+def worker_span_id(worker_id: str) -> str:
+    return f"{WORKER_SPAN}:{id_part(worker_id)}"
 
 
 class CosmosFleetJournal(WriteBehindStore):
@@ -109,17 +131,24 @@ class CosmosFleetJournal(WriteBehindStore):
         max_events_per_pool: int = DEFAULT_MAX_EVENTS_PER_POOL,
         event_ttl_s: int | None = DEFAULT_EVENT_TTL_S,
         decision_ttl_s: int | None = DEFAULT_DECISION_TTL_S,
+        max_spans_per_pool: int = DEFAULT_MAX_SPANS_PER_POOL,
+        span_ttl_s: int | None = DEFAULT_SPAN_TTL_S,
         options: WriteBehindOptions | None = None,
         instance_id: str | None = None,
     ) -> None:
-        if max_decisions <= 0 or max_events_per_pool <= 0:
-            raise ValueError("max_decisions and max_events_per_pool must be positive")
+        if min(max_decisions, max_events_per_pool, max_spans_per_pool) <= 0:
+            raise ValueError(
+                "max_decisions, max_events_per_pool and max_spans_per_pool must be > 0"
+            )
         super().__init__(container, name="journal", options=options, instance_id=instance_id)
         self._max_decisions = max_decisions
         self._max_events = max_events_per_pool
         self._event_ttl_s = event_ttl_s
         self._decision_ttl_s = decision_ttl_s
-        self._events: dict[str, dict[str, dict[str, Any]]] = {}  # pool -> id -> item
+        self._max_spans = max_spans_per_pool
+        self._span_ttl_s = span_ttl_s
+        self._events: Window = {}
+        self._spans: Window = {}
         self._decisions: dict[str, dict[str, Any]] = {}  # id -> item
         self._ordered: list[dict[str, Any]] | None = None  # decisions by seq, cached
         self._horizon = -math.inf
@@ -132,7 +161,7 @@ class CosmosFleetJournal(WriteBehindStore):
         with self._lock:
             if item_id in self._events.get(pool, {}):
                 return  # an agent retrying its report is one eviction
-            item = self._event(EVICTION, item_id, pool, at)
+            item = self._event(EVICTION, item_id, pool, at, self._event_ttl_s)
             item.update(worker_id=worker_id, zone=zone)
             self._add_event_locked(item)
 
@@ -141,39 +170,65 @@ class CosmosFleetJournal(WriteBehindStore):
     ) -> None:
         item_id = f"{CAPACITY_FAILURE}:{id_part(pool)}:{uuid.uuid4().hex}"
         with self._lock:
-            item = self._event(CAPACITY_FAILURE, item_id, pool, at)
+            item = self._event(CAPACITY_FAILURE, item_id, pool, at, self._event_ttl_s)
             item.update(priority=priority, zone=zone, reason=reason)
             self._add_event_locked(item)
 
     def evictions(self, pool: str, since: float) -> list[EvictionSignal]:
-        return [
-            EvictionSignal(zone=item.get("zone"), at=float(item["at"]))
-            for item in self._events_of(pool, EVICTION)
-            if float(item["at"]) >= since
-        ]
+        items = self._events_of(pool, EVICTION)
+        return [eviction_signal(item) for item in items if float(item["at"]) >= since]
 
     def capacity_failures(self, pool: str, since: float) -> list[CapacityFailure]:
-        return [
-            CapacityFailure(
-                str(item.get("priority", "spot")),
-                item.get("zone"),
-                str(item.get("reason", "")),
-                float(item["at"]),
-            )
-            for item in self._events_of(pool, CAPACITY_FAILURE)
-            if float(item["at"]) >= since
-        ]
+        items = self._events_of(pool, CAPACITY_FAILURE)
+        return [capacity_failure(item) for item in items if float(item["at"]) >= since]
+
+    def all_evictions(self, since: float) -> list[EvictionRecord]:
+        return [eviction_record(i) for i in self._all_of(self._events, EVICTION, since)]
+
+    def all_capacity_failures(self, since: float) -> list[CapacityFailureRecord]:
+        items = self._all_of(self._events, CAPACITY_FAILURE, since)
+        return [capacity_failure_record(item) for item in items]
+
+    def record_worker_span(self, span: WorkerSpan) -> None:
+        end = ended_at(span)
+        with self._lock:
+            item_id = worker_span_id(span.worker_id)
+            item = self._event(WORKER_SPAN, item_id, span.pool, end, self._span_ttl_s)
+            item["span"] = span.to_dict()
+            spans = self._spans.setdefault(span.pool, {})
+            spans[item["id"]] = item
+            self._writes.enqueue(WriteOp("upsert", span.pool, item["id"], item))
+            if len(spans) > self._max_spans:
+                self._spans[span.pool] = newest(spans.values(), self._max_spans)
+
+    def worker_spans(self, since: float, until: float | None = None) -> list[WorkerSpan]:
+        items = self._all_of(self._spans, WORKER_SPAN, since)
+        return spans_in(map(worker_span, items), since, until)
 
     def prune(self, before: float) -> None:
-        """Drop evictions and failures older than `before`, here and (behind) in Cosmos."""
+        """Drop evictions, failures and spans older than `before`, here and (behind) in Cosmos."""
         with self._lock:
             self._horizon = max(self._horizon, float(before))
-            for pool, events in self._events.items():
-                for item_id in [i for i, item in events.items() if float(item["at"]) < before]:
-                    del events[item_id]
-                    self._writes.enqueue(WriteOp("delete", pool, item_id))
+            for window in (self._events, self._spans):
+                for pool, items in window.items():
+                    for item_id in [i for i, item in items.items() if float(item["at"]) < before]:
+                        del items[item_id]
+                        self._writes.enqueue(WriteOp("delete", pool, item_id))
 
-    def _event(self, kind: str, item_id: str, pool: str, at: float) -> dict[str, Any]:
+    def _all_of(self, window: Window, kind: str, since: float) -> list[dict[str, Any]]:
+        """Every pool's items of `kind` at or after `since`, by time, then as recorded."""
+        with self._lock:
+            items = [
+                item
+                for pool_items in window.values()
+                for item in pool_items.values()
+                if item.get("kind") == kind and float(item["at"]) >= since
+            ]
+        return sorted(items, key=time_order)
+
+    def _event(
+        self, kind: str, item_id: str, pool: str, at: float, ttl_s: int | None
+    ) -> dict[str, Any]:
         item: dict[str, Any] = {
             "id": item_id,
             "pool": pool,
@@ -182,8 +237,8 @@ class CosmosFleetJournal(WriteBehindStore):
             "seq": self._clock.next(),
             "writer": self._writer,
         }
-        if self._event_ttl_s is not None:
-            item["ttl"] = int(self._event_ttl_s)
+        if ttl_s is not None:
+            item["ttl"] = int(ttl_s)
         return item
 
     def _add_event_locked(self, item: dict[str, Any]) -> None:
@@ -192,17 +247,12 @@ class CosmosFleetJournal(WriteBehindStore):
         events[str(item["id"])] = item
         self._writes.enqueue(WriteOp("create", pool, str(item["id"]), item))
         if len(events) > self._max_events:
-            self._events[pool] = self._newest(events.values(), self._max_events)
+            self._events[pool] = newest(events.values(), self._max_events)
 
     def _events_of(self, pool: str, kind: str) -> list[dict[str, Any]]:
         with self._lock:
             items = [i for i in self._events.get(pool, {}).values() if i.get("kind") == kind]
-        return sorted(items, key=_order)
-
-    @staticmethod
-    def _newest(items: Iterable[dict[str, Any]], n: int) -> dict[str, dict[str, Any]]:
-        kept = sorted(items, key=_order)[-n:]
-        return {str(item["id"]): item for item in kept}
+        return sorted(items, key=item_order)
 
     # --- the decision log (sync; no I/O) ---
 
@@ -245,7 +295,7 @@ class CosmosFleetJournal(WriteBehindStore):
     def _window(self) -> list[dict[str, Any]]:
         with self._lock:
             if self._ordered is None:
-                self._ordered = sorted(self._decisions.values(), key=_order)
+                self._ordered = sorted(self._decisions.values(), key=item_order)
             return self._ordered
 
     @staticmethod
@@ -256,7 +306,7 @@ class CosmosFleetJournal(WriteBehindStore):
     def _trim_decisions_locked(self) -> None:
         self._ordered = None
         if len(self._decisions) > self._max_decisions:
-            self._decisions = self._newest(self._decisions.values(), self._max_decisions)
+            self._decisions = newest(self._decisions.values(), self._max_decisions)
 
     # --- sync with Cosmos (async; start, flush and close are WriteBehindStore's) ---
 
@@ -272,30 +322,37 @@ class CosmosFleetJournal(WriteBehindStore):
         deleted there (left out). Reads while no write is in flight, so an
         entry missing from the answer and not queued here is gone.
         `decisions=False` refreshes only evictions and capacity failures
-        (the decisions query reads up to `max_decisions` documents).
+        (the decisions query reads up to `max_decisions` documents, the spans
+        one every span of the pool).
         """
         where = " AND c.pool = @pool" if pool is not None else ""
         params: list[dict[str, Any]] = [] if pool is None else [{"name": "@pool", "value": pool}]
         async with self._writes.paused():
             with self._lock:
                 horizon = self._horizon
-            event_query = f"SELECT * FROM c WHERE c.kind IN ('{EVICTION}', '{CAPACITY_FAILURE}')"
-            event_params = list(params)
+            recent, recent_params = where, list(params)
             if math.isfinite(horizon):
-                event_query += " AND c.at >= @horizon"
-                event_params.append({"name": "@horizon", "value": horizon})
-            events = await self._query(event_query + where, event_params)
-            recorded = None
+                recent += " AND c.at >= @horizon"
+                recent_params.append({"name": "@horizon", "value": horizon})
+            events = await self._query(
+                f"SELECT * FROM c WHERE c.kind IN ('{EVICTION}', '{CAPACITY_FAILURE}'){recent}",
+                recent_params,
+            )
+            recorded = spans = None
             if decisions:
                 recorded = await self._query(
                     f"SELECT TOP {self._max_decisions} * FROM c WHERE c.kind = '{DECISION}'{where}"
                     " ORDER BY c.seq DESC",
                     params,
                 )
+                spans = await self._query(
+                    f"SELECT * FROM c WHERE c.kind = '{WORKER_SPAN}'{recent}", recent_params
+                )
             with self._lock:
-                self._merge_events_locked(pool, events)
-                if recorded is not None:
+                self._merge_window_locked(self._events, self._max_events, pool, events)
+                if recorded is not None and spans is not None:
                     self._merge_decisions_locked(pool, recorded)
+                    self._merge_window_locked(self._spans, self._max_spans, pool, spans)
 
     async def _query(self, query: str, params: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [
@@ -310,7 +367,9 @@ class CosmosFleetJournal(WriteBehindStore):
         queued = self._writes.pending((pool, item_id))
         return queued is not None and queued.action == "delete"
 
-    def _merge_events_locked(self, pool: str | None, items: list[dict[str, Any]]) -> None:
+    def _merge_window_locked(
+        self, windows: Window, cap: int, pool: str | None, items: list[dict[str, Any]]
+    ) -> None:
         fresh: dict[str, dict[str, dict[str, Any]]] = {}
         for item in items:
             p, item_id = str(item.get("pool")), str(item.get("id"))
@@ -320,21 +379,21 @@ class CosmosFleetJournal(WriteBehindStore):
                 self._writes.enqueue(WriteOp("delete", p, item_id))  # pruned here meanwhile
                 continue
             self._clock.observe(int(item.get("seq") or 0))
-            fresh.setdefault(p, {})[item_id] = _clean(item)
-        pools = [pool] if pool is not None else sorted(set(self._events) | set(fresh))
+            fresh.setdefault(p, {})[item_id] = clean(item)
+        pools = [pool] if pool is not None else sorted(set(windows) | set(fresh))
         for p in pools:
             window = fresh.get(p, {})
-            for item_id, item in self._events.get(p, {}).items():
+            for item_id, item in windows.get(p, {}).items():
                 if item_id not in window and self._kept_locally(p, item_id):
                     window[item_id] = item
-            self._events[p] = self._newest(window.values(), self._max_events)
+            windows[p] = newest(window.values(), cap)
 
     def _merge_decisions_locked(self, pool: str | None, items: list[dict[str, Any]]) -> None:
         window: dict[str, dict[str, Any]] = {}
         for item in items:
             if "decision" in item and not self._deleted_locally(str(item["pool"]), item["id"]):
                 self._clock.observe(int(item.get("seq") or 0))
-                window[str(item["id"])] = _clean(item)
+                window[str(item["id"])] = clean(item)
         for item_id, item in self._decisions.items():
             in_scope = pool is None or item["pool"] == pool
             if not in_scope or (
@@ -343,8 +402,3 @@ class CosmosFleetJournal(WriteBehindStore):
                 window.setdefault(item_id, item)
         self._decisions = window
         self._trim_decisions_locked()
-
-
-def _clean(item: dict[str, Any]) -> dict[str, Any]:
-    """The item without Cosmos's system properties (`_rid`, `_etag`, `_ts`, ...)."""
-    return {k: v for k, v in item.items() if not k.startswith("_")}

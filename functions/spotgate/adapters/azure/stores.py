@@ -59,6 +59,7 @@ from spotgate.adapters.azure.cosmos_fleet_journal import (
     JOURNAL_PARTITION_KEY,
     CosmosFleetJournal,
 )
+from spotgate.adapters.azure.cosmos_tenancy import ensure_tenancy_containers
 from spotgate.adapters.azure.cosmos_worker_store import (
     WORKERS_CONTAINER,
     WORKERS_INDEXING_POLICY,
@@ -135,7 +136,8 @@ class AzureStores:
 
 
 async def ensure_database(client: CosmosClient, database: str) -> DatabaseProxy:
-    """Create the database and its three containers if missing (needs a key or control plane)."""
+    """Create the database and its containers if missing (needs a key or control plane):
+    the fleet's three and the tenancy's three (keys, usage, limits)."""
     db = await client.create_database_if_not_exists(id=database)
     await db.create_container_if_not_exists(
         id=WORKERS_CONTAINER,
@@ -149,6 +151,7 @@ async def ensure_database(client: CosmosClient, database: str) -> DatabaseProxy:
         indexing_policy=JOURNAL_INDEXING_POLICY,
     )
     await ensure_cache_container(db)
+    await ensure_tenancy_containers(db)
     return db
 
 

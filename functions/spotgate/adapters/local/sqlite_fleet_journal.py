@@ -8,7 +8,9 @@ the local stand-in for the Cosmos DB container the Azure host uses.
 One connection shared under a lock (the monitor's activities and the CLI's
 status reads may come from different threads), WAL so readers do not block
 the writer. Evictions are keyed by (pool, worker_id) because an agent that
-retries its report must not count as a second eviction.
+retries its report must not count as a second eviction; worker spans by
+worker_id, replaced on a second record, so a worker is billed once. Every
+table is created if missing, so a journal file from before spans still opens.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import Any
 import orjson
 
 from spotgate.adapters.local.private_files import private_database
+from spotgate.fleet.journal import CapacityFailureRecord, EvictionRecord, ended_at
 from spotgate.fleet.signals import CapacityFailure, EvictionSignal
+from spotgate.fleet.worker_spans import WorkerSpan
 
 DEFAULT_MAX_DECISIONS = 2000
 DEFAULT_PRUNE_EVERY = 100
@@ -56,7 +60,19 @@ CREATE TABLE IF NOT EXISTS decisions (
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_pool_seq ON decisions (pool, seq);
+CREATE TABLE IF NOT EXISTS worker_spans (
+    worker_id TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    sku TEXT,
+    zone TEXT,
+    start_at REAL NOT NULL,
+    end_at REAL NOT NULL,
+    end_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS worker_spans_end ON worker_spans (end_at);
 """
+_SPAN_COLUMNS = "worker_id, pool, priority, sku, zone, start_at, end_at, end_reason"
 
 
 class SqliteFleetJournal:
@@ -125,14 +141,60 @@ class SqliteFleetJournal:
             ).fetchall()
         return [CapacityFailure(p, zone, reason, at) for p, zone, reason, at in rows]
 
+    def all_evictions(self, since: float) -> list[EvictionRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT pool, worker_id, zone, at FROM evictions WHERE at >= ? ORDER BY at, rowid",
+                (float(since),),
+            ).fetchall()
+        return [EvictionRecord(*row) for row in rows]
+
+    def all_capacity_failures(self, since: float) -> list[CapacityFailureRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT pool, priority, zone, reason, at FROM capacity_failures "
+                "WHERE at >= ? ORDER BY at, id",
+                (float(since),),
+            ).fetchall()
+        return [CapacityFailureRecord(*row) for row in rows]
+
+    def record_worker_span(self, span: WorkerSpan) -> None:
+        end = ended_at(span)
+        with self._lock:
+            self._db.execute(
+                f"INSERT OR REPLACE INTO worker_spans ({_SPAN_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    span.worker_id,
+                    span.pool,
+                    span.priority,
+                    span.sku,
+                    span.zone,
+                    float(span.start),
+                    float(end),
+                    span.end_reason,
+                ),
+            )
+
+    def worker_spans(self, since: float, until: float | None = None) -> list[WorkerSpan]:
+        sql = f"SELECT {_SPAN_COLUMNS} FROM worker_spans WHERE end_at >= ?"
+        params: list[float] = [float(since)]
+        if until is not None:
+            sql += " AND start_at < ?"
+            params.append(float(until))
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY start_at, worker_id", params).fetchall()
+        return [WorkerSpan(*row) for row in rows]
+
     def prune(self, before: float) -> None:
-        """Drop evictions and failures older than `before`; decisions are capped by count."""
+        """Drop evictions, failures and spans older than `before`; decisions are capped by count."""
         with self._lock:
             self._db.execute("DELETE FROM evictions WHERE at < ?", (float(before),))
             self._db.execute("DELETE FROM capacity_failures WHERE at < ?", (float(before),))
+            self._db.execute("DELETE FROM worker_spans WHERE end_at < ?", (float(before),))
 
     def clear(self) -> None:
-        """Forget every eviction, refusal and decision, as if the file were new.
+        """Forget every eviction, refusal, decision and span, as if the file were new.
 
         For a local stack starting over: refusals injected into an earlier
         `spotgate dev` run would otherwise push the new one onto on-demand.
@@ -142,7 +204,7 @@ class SqliteFleetJournal:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                for table in ("evictions", "capacity_failures", "decisions"):
+                for table in ("evictions", "capacity_failures", "decisions", "worker_spans"):
                     self._db.execute(f"DELETE FROM {table}")
             except BaseException:
                 self._db.execute("ROLLBACK")

@@ -22,11 +22,7 @@ from spotgate.gateway.cache.response_cache import ResponseCache
 from spotgate.gateway.cache.sse_assemble import assemble_stream
 from spotgate.gateway.cache.sse_replay import NotReplayable, replay_as_stream
 from spotgate.gateway.cache.store import CachedResponse
-from spotgate.gateway.relay import Relay
-
-StreamEnd = Callable[[dict[str, Any] | None], None]
-"""Called once a relayed stream ended whole, with the answer assembled (None if it could not
-be): where a stream's usage becomes known."""
+from spotgate.gateway.relay import Relay, Release, once
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,29 +58,70 @@ class AnswerKeeper:
         self._cache.schedule_put(decision, stored)
 
 
-def watched(chunks: Relay, on_end: StreamEnd, max_bytes: int = 4_000_000) -> Relay:
-    """`chunks` relayed untouched; once they ended whole, `on_end` gets the answer assembled
-    from them (None if it could not be, or it grew past `max_bytes`). A broken or abandoned
-    stream never calls it: nothing whole came of it."""
-    return Relay(_watching(chunks, on_end, max_bytes), chunks.aclose)
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """How a watched stream ended: `answer` assembled from what passed (None if it could not
+    be), `whole` False when it was cut short, `events` the data events relayed."""
+
+    answer: dict[str, Any] | None
+    whole: bool
+    events: int
+    first_event_at: float | None
 
 
-async def _watching(
-    chunks: Relay, on_end: StreamEnd, max_bytes: int
-) -> AsyncGenerator[bytes, None]:
-    copied: list[bytes] | None = []
-    size = 0
-    completed = False
-    try:
-        async with contextlib.aclosing(chunks):
-            async for chunk in chunks:
-                if copied is not None:
-                    size += len(chunk)
-                    copied = copied if size <= max_bytes else None
-                    if copied is not None:
-                        copied.append(chunk)
-                yield chunk
-        completed = True
-    finally:
-        if completed:
-            on_end(assemble_stream(copied) if copied else None)
+def watched(
+    chunks: Relay,
+    on_end: Callable[[StreamEnd], None],
+    clock: Clock,
+    max_bytes: int = 4_000_000,
+) -> Relay:
+    """`chunks` relayed untouched; `on_end` is called exactly once, when they ended whole or
+    were closed early (a client gone), with what was relayed up to then."""
+    watcher = _Watcher(on_end, clock, max_bytes)
+    return Relay(watcher.relay(chunks), once(watcher.close_with(chunks)))
+
+
+class _Watcher:
+    def __init__(self, on_end: Callable[[StreamEnd], None], clock: Clock, max_bytes: int):
+        self._on_end = on_end
+        self._clock = clock
+        self._max_bytes = max_bytes
+        self._copied: list[bytes] | None = []
+        self._size = 0
+        self._events = 0
+        self._first_at: float | None = None
+        self._reported = False
+
+    async def relay(self, chunks: Relay) -> AsyncGenerator[bytes, None]:
+        completed = False
+        try:
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    if self._first_at is None:
+                        self._first_at = self._clock.now()
+                    self._events += chunk.count(b"data: {")
+                    if self._copied is not None:
+                        self._size += len(chunk)
+                        self._copied = self._copied if self._size <= self._max_bytes else None
+                        if self._copied is not None:
+                            self._copied.append(chunk)
+                    yield chunk
+            completed = True
+        finally:
+            self._report(completed)
+
+    def close_with(self, chunks: Relay) -> Release:
+        async def close() -> None:
+            try:
+                await chunks.aclose()
+            finally:
+                self._report(False)
+
+        return close
+
+    def _report(self, whole: bool) -> None:
+        if self._reported:
+            return
+        self._reported = True
+        answer = assemble_stream(self._copied) if self._copied else None
+        self._on_end(StreamEnd(answer, whole, self._events, self._first_at))

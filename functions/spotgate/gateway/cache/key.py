@@ -78,8 +78,3 @@ def request_key(endpoint: str, body: Mapping[str, Any], *, scope: str = "") -> s
     }
     encoded = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(encoded).hexdigest()
-
-
-def tenant_scope(api_key: str) -> str:
-    """The cache partition of the tenant holding `api_key`: a hash, never the key."""
-    return hashlib.sha256(b"spotgate-cache-scope\0" + api_key.encode()).hexdigest()[:32]

@@ -17,7 +17,7 @@ and hands the decision to `ResponseCache`, which does the I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -104,13 +104,19 @@ def is_deterministic(endpoint: str, body: Mapping[str, Any]) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class CachePolicy:
-    """Per-model rules, with `default` for models that have none."""
+    """Per-model rules, with `default` for models that have none. A rule named
+    `group:<name>` applies to the models of that catalogue group (a model's own rule wins)."""
 
     rules: dict[str, CacheRule] = field(default_factory=dict)
     default: CacheRule = field(default_factory=CacheRule)
 
-    def rule_for(self, model: str) -> CacheRule:
-        return self.rules.get(model, self.default)
+    def rule_for(self, model: str, groups: Sequence[str] = ()) -> CacheRule:
+        rule = self.rules.get(model)
+        for group in groups:
+            if rule is not None:
+                break
+            rule = self.rules.get(f"group:{group}")
+        return rule or self.default
 
     def decide(
         self,
@@ -119,13 +125,14 @@ class CachePolicy:
         request_headers: Mapping[str, str],
         *,
         scope: str = "",
+        groups: Sequence[str] = (),
     ) -> CacheDecision:
         """What the cache may do for this request; never raises. `scope` partitions
-        entries by tenant, unless the model's rule shares them."""
+        entries by tenant, unless the model's rule (or its group's) shares them."""
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return CacheDecision.bypass("no model")
-        rule = self.rule_for(model)
+        rule = self.rule_for(model, groups)
         if rule.shared:
             scope = ""
         if not rule.enabled:

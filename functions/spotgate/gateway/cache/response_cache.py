@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -86,8 +86,9 @@ class ResponseCache:
         request_headers: Mapping[str, str],
         *,
         scope: str = "",
+        groups: Sequence[str] = (),
     ) -> CacheDecision:
-        return self._policy.decide(endpoint, body, request_headers, scope=scope)
+        return self._policy.decide(endpoint, body, request_headers, scope=scope, groups=groups)
 
     async def get(self, decision: CacheDecision) -> CachedResponse | None:
         """The fresh stored answer for this request, or None (also when the store fails)."""
