@@ -20,6 +20,8 @@ from spotgate.fleet.store import InMemoryWorkerStore
 from spotgate.gateway.auto_model import AutoModelChooser, completion_budget
 from spotgate.gateway.catalog import ModelCatalog
 from spotgate.gateway.model_catalogue import ModelEntry
+from spotgate.gateway.tenancy.access import entry_allowed
+from spotgate.gateway.tenancy.keys import ApiKey
 from spotgate.gateway.token_counting import (
     MEDIA_PART_TOKENS,
     TokenCount,
@@ -98,6 +100,16 @@ async def test_the_cheapest_model_that_fits_wins_with_one_tokenize_call() -> Non
     auto, fake = chooser({"small-1": 1000, "medium-1": 1000, "large-1": 1000})
     assert (await auto.choose(BODY)).name == "small"
     assert fake.calls == [("small-1", {"model": "small", "messages": BODY["messages"]})]
+
+
+async def test_auto_chooses_only_among_the_models_a_key_covers() -> None:
+    auto, fake = chooser({"small-1": 1000, "medium-1": 1000, "large-1": 1000})
+    key = ApiKey(id="k", name="k", digest="d", prefix="p", models=["large"], groups=[])
+    assert (await auto.choose(BODY, entry_allowed(key))).name == "large"
+    assert [host for host, _ in fake.calls] == ["large-1"], "the cheaper ones were not measured"
+    nothing = ApiKey(id="n", name="n", digest="d", prefix="p", models=["other"])
+    with pytest.raises(ModelNotFound):
+        await auto.choose(BODY, entry_allowed(nothing))
 
 
 async def test_each_candidate_is_measured_with_its_own_tokenizer() -> None:

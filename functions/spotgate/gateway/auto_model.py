@@ -8,6 +8,7 @@ that says how big the prompt is, not a 503.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,11 +50,16 @@ class AutoModelChooser:
         self._default_completion = default_completion_tokens
         self._auto_name = auto_name
 
-    async def choose(self, body: dict[str, Any]) -> ModelEntry:
-        return (await self.choose_detailed(body)).entry
+    async def choose(
+        self, body: dict[str, Any], allowed: Callable[[ModelEntry], bool] | None = None
+    ) -> ModelEntry:
+        return (await self.choose_detailed(body, allowed)).entry
 
-    async def choose_detailed(self, body: dict[str, Any]) -> AutoChoice:
-        candidates = self._catalog.auto_candidates()
+    async def choose_detailed(
+        self, body: dict[str, Any], allowed: Callable[[ModelEntry], bool] | None = None
+    ) -> AutoChoice:
+        """`allowed`: only these entries may be chosen (the models a caller's key covers)."""
+        candidates = [e for e in self._catalog.auto_candidates() if allowed is None or allowed(e)]
         if not candidates:
             raise ModelNotFound(self._auto_name)
         completion = completion_budget(body, self._default_completion)

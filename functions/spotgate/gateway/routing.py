@@ -9,7 +9,7 @@ when the queue is full or the wait runs out.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +24,7 @@ from spotgate.gateway.admission import (
 from spotgate.gateway.auto_model import AutoModelChooser
 from spotgate.gateway.catalog import ModelCatalog, ResolvedModel, rewrite_model
 from spotgate.gateway.forwarding import Forwarder, Reply, StreamReply
+from spotgate.gateway.model_catalogue import ModelEntry
 from spotgate.gateway.relay import Relay
 from spotgate.gateway.spillover import SpilloverClient, should_spill
 
@@ -72,9 +73,15 @@ class Router:
         if self._spillover is not None:
             await self._spillover.close()
 
-    async def resolve(self, model: str, body: dict[str, Any]) -> ResolvedModel:
+    async def resolve(
+        self,
+        model: str,
+        body: dict[str, Any],
+        allowed: Callable[[ModelEntry], bool] | None = None,
+    ) -> ResolvedModel:
+        """`allowed` narrows what `auto` may choose; a named model is checked by the caller."""
         if self._auto is not None and self.catalog.is_auto(model):
-            return ResolvedModel.of(await self._auto.choose(body), model)
+            return ResolvedModel.of(await self._auto.choose(body, allowed), model)
         resolved = self.catalog.resolve(model)
         if resolved is None:
             raise ModelNotFound(model)

@@ -35,6 +35,7 @@ from spotgate.gateway.cache.policy import CacheDecision
 from spotgate.gateway.cache.response_cache import ResponseCache
 from spotgate.gateway.catalog import ResolvedModel
 from spotgate.gateway.forwarding import Reply, StreamReply
+from spotgate.gateway.model_catalogue import ModelEntry
 from spotgate.gateway.normalise import normalise_chat_response, normalise_completion_response
 from spotgate.gateway.relay import Relay
 from spotgate.gateway.request_limits import RequestLimits, check_limits
@@ -95,6 +96,8 @@ class RequestContext:
     started_at: float = 0.0
     model: ResolvedModel | None = None
     cache_scope: str | None = None
+    allowed: Callable[[ModelEntry], bool] | None = None
+    """The models `auto` may choose for this caller (None: every one)."""
     headers: dict[str, str] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -224,7 +227,9 @@ class Serving:
 
     async def _serve(self, context: RequestContext) -> Served:
         request = context.request
-        model = context.model = await self._router.resolve(request.model, request.body)
+        model = context.model = await self._router.resolve(
+            request.model, request.body, context.allowed
+        )
         for step in self._on_resolved:
             await step.resolved(context)
         decision = self._decide(context, model)

@@ -8,15 +8,16 @@ entries, so a fast hit cannot tell one tenant what another asked.
 
 `ModelAccessStep` runs once the model is resolved, so aliases and served
 names count as the model they lead to, and `auto` is judged by the model it
-chose, never granted by its own name.
+chose among the models the key covers, never granted by its own name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from spotgate.errors import PermissionDenied
 from spotgate.gateway.catalog import ResolvedModel
+from spotgate.gateway.model_catalogue import ModelEntry
 from spotgate.gateway.serving import RequestContext, ServingStep
 from spotgate.gateway.tenancy.authority import Caller, KeyAuthority
 from spotgate.gateway.tenancy.keys import ApiKey
@@ -37,6 +38,13 @@ def may_use(key: ApiKey | None, names: Iterable[str], groups: Iterable[str]) -> 
     return bool(set(key.models).intersection(names) or set(key.groups).intersection(groups))
 
 
+def entry_allowed(key: ApiKey) -> Callable[[ModelEntry], bool]:
+    def allowed(entry: ModelEntry) -> bool:
+        return may_use(key, [entry.name, entry.worker_model, *entry.aliases], entry.groups)
+
+    return allowed
+
+
 def model_names(model: ResolvedModel) -> tuple[list[str], list[str]]:
     """Every name that leads to `model` (a key may list any of them) and its groups."""
     entry = model.entry
@@ -55,6 +63,8 @@ class AuthoriseStep(ServingStep):
     async def received(self, context: RequestContext) -> None:
         caller = context.request.caller or self._authority.authenticate(context.request.api_key)
         context.notes[CALLER] = caller
+        if caller.key is not None and (caller.key.models or caller.key.groups):
+            context.allowed = entry_allowed(caller.key)
         if context.cache_scope is None:
             shared = self._authority.tenants() <= 1
             context.cache_scope = "" if shared else caller.cache_scope
