@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 BENCH ?= all
 AUTOSCALE_ARGS ?=
 
-.PHONY: dev test lint bench clean venv
+.PHONY: dev test lint bench clean venv notebooks
 
 venv: $(STAMP) node_modules/.installed
 
@@ -40,14 +40,18 @@ dev: venv
 	$(VENV)/bin/spotgate dev $(ARGS)
 
 test: venv
-	$(VENV)/bin/ruff check functions tests bench worker_image
-	$(VENV)/bin/ruff format --check functions tests bench worker_image
+	$(VENV)/bin/ruff check functions tests bench worker_image notebooks
+	$(VENV)/bin/ruff format --check functions tests bench worker_image notebooks
 	$(VENV)/bin/mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# re-run the notebooks and save their outputs (charts) after a change they show
+notebooks: venv
+	$(PY) notebooks/execute.py
+
 lint: venv
-	$(VENV)/bin/ruff check --fix functions tests bench worker_image
-	$(VENV)/bin/ruff format functions tests bench worker_image
+	$(VENV)/bin/ruff check --fix functions tests bench worker_image notebooks
+	$(VENV)/bin/ruff format functions tests bench worker_image notebooks
 
 # BENCH=all (default, about 4 min) | gateway | autoscale; ARGS go to gateway_overhead.py,
 # AUTOSCALE_ARGS to autoscale_ramp.py (e.g. --quick).

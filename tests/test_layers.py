@@ -20,11 +20,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "functions" / "spotgate"
 LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (0, ("gateway", "fleet", "costs", "errors", "clock", "named_policy", "background",
          "secret_store", "table_export", "time_window")),
-    (1, ("adapters", "orchestrations", "engines", "settings")),
+    (1, ("adapters", "orchestrations", "engines", "settings", "fleetsim")),
     (2, ("api", "runtime")),
     (3, ("hosts",)),
     (4, ("cli", "cli_client", "dev_command", "bench_command", "bench_requests", "bench_stats",
-         "worker_process", "journal_command", "keys_command", "usage_command")),
+         "worker_process", "journal_command", "keys_command", "usage_command",
+         "prices_command", "simulate_command")),
 ]  # fmt: skip
 
 

@@ -126,7 +126,12 @@ def test_a_policy_class_builds_only_its_own_kind() -> None:
 FAMILIES: list[tuple[type[NamedPolicy], str, list[str], type[NamedPolicy] | None]] = [
     (SelectionPolicy, "selection policy", ["least-outstanding", "prefix-affinity"], None),
     (Autoscaler, "autoscaler", ["queue-depth"], QueueDepth),
-    (CapacityMix, "capacity mix", ["spot-first"], SpotFirst),
+    (
+        CapacityMix,
+        "capacity mix",
+        ["on-demand-only", "spot-first", "spot-hedge", "spot-only"],
+        SpotFirst,
+    ),
 ]
 
 

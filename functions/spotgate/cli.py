@@ -16,13 +16,17 @@ from rich.console import Console
 from spotgate.cli_client import StackClient, render_fleet
 from spotgate.journal_command import fleet_export
 from spotgate.keys_command import keys_app
+from spotgate.prices_command import prices_app
+from spotgate.simulate_command import simulate
 from spotgate.usage_command import usage
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 fleet_app = typer.Typer(help="Look at and poke the worker fleet of a running stack.")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(keys_app, name="keys")
+app.add_typer(prices_app, name="prices")
 app.command("usage")(usage)
+app.command("simulate")(simulate)
 # piped output (scripts, tests) is not cut to 80 columns
 console = Console() if sys.stdout.isatty() else Console(width=200)
 

@@ -288,7 +288,14 @@ def test_round_trips_are_identical(name: str) -> None:
 
 def test_every_code_is_documented_and_seen_in_a_scenario() -> None:
     seen = {code for name in CASES for code in decide(CASES[name])[0].codes}
-    assert seen == set(CODES)
+    # the other mixes' own codes are seen in tests/fleet/test_capacity_mixes.py
+    others = {
+        capacity_mix.RELEASING_SPOT,
+        capacity_mix.SPOT_REFUSED_NO_FALLBACK,
+        capacity_mix.ON_DEMAND_COVERS_GAP,
+        capacity_mix.OVERPROVISION_HEDGE,
+    }
+    assert seen == set(CODES) - others
     assert all(f"`{code}`" in (capacity_mix.__doc__ or "") for code in CODES)
 
 

@@ -5,6 +5,9 @@ A mix policy splits the autoscaler's total into spot and on-demand targets,
 places spot across zones, and names the workers to drain when the pool shrinks
 or swaps on-demand back for spot. It is pure, like the autoscaler: time comes
 from the signals and its memory is a small JSON-able `CapacityMixState`.
+`spot-first` (the default) lives here with the helpers every mix shares (how
+spot refusals are read, zone placement, make-before-break drains, the plan's
+head); `on-demand-only`, `spot-only` and `spot-hedge` are in capacity_mixes.py.
 
 Its plan (`CapacityPlan`) says why in two forms: `reason`, the text an
 operator reads in the monitor's `why` (its wording may change), which always
@@ -16,9 +19,21 @@ per further part of that text, in the same order. The codes are a contract:
 - `spot_refused_all_zones`: every zone refused spot; on-demand fills the gap.
   Text: "spot refused in all zones, on-demand fills 1".
 - `eviction_burst`: evictions came in a burst; on-demand fills the gap.
-- `on_demand_kept`: spot is healthy again, on-demand is kept for the cool-down.
-- `releasing_on_demand`: spot has been healthy for the cool-down; on-demand goes.
+- `on_demand_kept`: spot is healthy (spot-hedge: ready) again, on-demand is kept.
+- `releasing_on_demand`: on-demand the pool no longer needs goes: spot has been
+  healthy (spot-hedge: ready) for the cool-down, the pool shrank, or the policy
+  takes none above the base (spot-only).
 - `overprovision_for_risk`: extra spot is asked for while evictions are frequent.
+- `releasing_spot`: the policy takes no spot (on-demand-only); spot is drained
+  as on-demand comes up ready. Text: "on-demand only, releasing 2 spot".
+- `spot_refused_no_fallback`: every zone refused spot and the policy takes no
+  on-demand (spot-only), so the pool runs short until spot returns.
+  Text: "spot refused in all zones, 2 short (no on-demand fallback)".
+- `on_demand_covers_gap`: fewer spot workers are ready than the pool needs
+  (preempted, refused, or still coming up); on-demand covers the gap at once
+  (spot-hedge). Text: "spot ready 1 of 3, on-demand covers 2".
+- `overprovision_hedge`: spot beyond the pool's size, asked for always, not
+  only under eviction risk (spot-hedge). Text: "+1 spot hedge".
 """
 
 from __future__ import annotations
@@ -38,6 +53,10 @@ EVICTION_BURST = "eviction_burst"
 ON_DEMAND_KEPT = "on_demand_kept"
 RELEASING_ON_DEMAND = "releasing_on_demand"
 OVERPROVISION_FOR_RISK = "overprovision_for_risk"
+RELEASING_SPOT = "releasing_spot"
+SPOT_REFUSED_NO_FALLBACK = "spot_refused_no_fallback"
+ON_DEMAND_COVERS_GAP = "on_demand_covers_gap"
+OVERPROVISION_HEDGE = "overprovision_hedge"
 CODES = (
     SPOT_REFUSED,
     SPOT_REFUSED_ALL_ZONES,
@@ -45,6 +64,10 @@ CODES = (
     ON_DEMAND_KEPT,
     RELEASING_ON_DEMAND,
     OVERPROVISION_FOR_RISK,
+    RELEASING_SPOT,
+    SPOT_REFUSED_NO_FALLBACK,
+    ON_DEMAND_COVERS_GAP,
+    OVERPROVISION_HEDGE,
 )
 """Every code a capacity mix may give (see the module docstring)."""
 
@@ -62,6 +85,8 @@ class CapacityMixConfig:
     overprovision_spot: int = 0
     spot_healthy_cooldown_s: float = 900.0
     zone_cooldown_s: float = 900.0
+    spot_ready_cooldown_s: float = 120.0
+    """spot-hedge: how long ready spot must cover the pool before its on-demand goes."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -162,14 +187,8 @@ class SpotFirst(CapacityMix, name="spot-first", default=True):
         spot_live = [w for w in live if w.priority == SPOT]
         od_live = sum(1 for w in live if w.priority == ON_DEMAND)
 
-        failures = [
-            f
-            for f in signals.capacity_failures
-            if f.priority == SPOT and now - f.at <= cfg.spot_failure_window_s
-        ]
-        failed_zones = {f.zone for f in failures}
-        untried = [z for z in cfg.zones if z not in failed_zones]
-        spot_refused = bool(failures) and (None in failed_zones or not untried)
+        market = read_spot_market(signals, cfg)
+        failures, spot_refused = market.failures, market.refused_everywhere
         recent = [e for e in signals.evictions if now - e.at <= cfg.eviction_window_s]
         burst = len(recent) >= cfg.eviction_burst_threshold
         at_risk = len(recent) >= cfg.overprovision_eviction_threshold
@@ -203,124 +222,176 @@ class SpotFirst(CapacityMix, name="spot-first", default=True):
                 releasing = "spot healthy for the cool-down, releasing on-demand"
                 reasons.append((RELEASING_ON_DEMAND, releasing))
         if failures and not spot_refused:
-            reasons.insert(0, (SPOT_REFUSED, _refused_where(failures)))
+            reasons.insert(0, (SPOT_REFUSED, refused_where(failures)))
         spot = desired - on_demand
         if at_risk and not spot_refused and desired > 0 and cfg.overprovision_spot > 0:
             spot += cfg.overprovision_spot
             extra = f"+{cfg.overprovision_spot} spot for eviction risk"
             reasons.append((OVERPROVISION_FOR_RISK, extra))
 
-        cooling = {e.zone for e in signals.evictions if e.zone and now - e.at < cfg.zone_cooldown_s}
-        refused_zones = {z for z in failed_zones if z is not None}
-        per_zone = self._place(spot, spot_live, refused_zones, cooling)
-        drain = self._drain(live, spot, on_demand, per_zone, spot_healthy=not fallback)
-        wanted, have = spot + on_demand, len(spot_live) + od_live
-        if (spot - len(spot_live)) * (on_demand - od_live) < 0 or (wanted == have and drain):
-            op = REPLACE
-        elif wanted > have:
-            op = SCALE_UP
-        elif wanted < have:
-            op = SCALE_DOWN
-        else:
-            op = NOOP
-        head = f"spot {len(spot_live)}->{spot}, on-demand {od_live}->{on_demand}"
-        plan = CapacityPlan(
-            op=op,
-            spot_target=spot,
-            on_demand_target=on_demand,
-            per_zone=per_zone,
-            drain=drain,
-            reason="; ".join([head, *(text for _, text in reasons)]),
-            codes=[code for code, _ in reasons],
+        per_zone = place_spot(cfg.zones, spot, spot_live, market.refused_zones, market.cooling)
+        drain = drain_workers(live, spot, on_demand, per_zone, spot_healthy=not fallback)
+        return MixResult(make_plan(live, spot, on_demand, per_zone, drain, reasons), new_state)
+
+
+class SpotMarket(NamedTuple):
+    """Where spot may be had, read one way for every mix: placement and "refused in every
+    zone" must agree, or a pool livelocks (see `SpotFirst`).
+
+    `failures`: spot refusals within `spot_failure_window_s`; `refused_everywhere`:
+    no zone is left to ask; `cooling`: zones that evicted within `zone_cooldown_s`.
+    """
+
+    failures: list[CapacityFailure]
+    refused_zones: set[str]
+    refused_everywhere: bool
+    cooling: set[str]
+
+
+def read_spot_market(signals: PoolSignals, cfg: CapacityMixConfig) -> SpotMarket:
+    now = signals.now
+    failures = [
+        f
+        for f in signals.capacity_failures
+        if f.priority == SPOT and now - f.at <= cfg.spot_failure_window_s
+    ]
+    failed_zones = {f.zone for f in failures}
+    untried = [z for z in cfg.zones if z not in failed_zones]
+    everywhere = bool(failures) and (None in failed_zones or not untried)
+    cooling = {e.zone for e in signals.evictions if e.zone and now - e.at < cfg.zone_cooldown_s}
+    refused_zones = {z for z in failed_zones if z is not None}
+    return SpotMarket(failures, refused_zones, everywhere, cooling)
+
+
+def place_spot(
+    zones: tuple[str, ...],
+    spot: int,
+    spot_live: list[WorkerSignal],
+    refused: set[str],
+    cooling: set[str],
+) -> dict[str, int]:
+    """Keep spot where it runs, add it where it is likeliest to be had, cut risky zones first.
+
+    New spot never goes to a zone that refused it while another has not:
+    asking again there is what livelocked a pool. Among the rest a zone
+    that is not cooling wins over an emptier one that is, since spreading
+    is worth less than not being evicted again; a cooling zone is still
+    used when nothing better is left. Only when every zone refused (the
+    caller then wants no new spot) does the least loaded zone take it.
+    """
+    counts = {z: sum(1 for w in spot_live if w.zone == z) for z in zones}
+    candidates = [z for z in zones if z not in refused] or list(zones)
+    while sum(counts.values()) < spot and zones:
+        zone = min(candidates, key=lambda z: (z in cooling, counts[z], z))
+        counts[zone] += 1
+    avoid = refused | cooling
+
+    def lightest(zone: str) -> float:
+        return min((w.in_flight for w in spot_live if w.zone == zone), default=0.0)
+
+    while sum(counts.values()) > spot:
+        # cut cooling zones first, then the fullest, then where a worker is idle
+        zone = max(
+            (z for z in zones if counts[z] > 0),
+            key=lambda z: (z in avoid, counts[z], -lightest(z), z),
         )
-        return MixResult(plan, new_state)
+        counts[zone] -= 1
+    return {z: counts[z] for z in sorted(zones)}
 
-    def _place(
-        self, spot: int, spot_live: list[WorkerSignal], refused: set[str], cooling: set[str]
-    ) -> dict[str, int]:
-        """Keep spot where it runs, add it where it is likeliest to be had, cut risky zones first.
 
-        New spot never goes to a zone that refused it while another has not:
-        asking again there is what livelocked a pool. Among the rest a zone
-        that is not cooling wins over an emptier one that is, since spreading
-        is worth less than not being evicted again; a cooling zone is still
-        used when nothing better is left. Only when every zone refused (the
-        caller then wants no new spot) does the least loaded zone take it.
-        """
-        zones = list(self.config.zones)
-        counts = {z: sum(1 for w in spot_live if w.zone == z) for z in zones}
-        candidates = [z for z in zones if z not in refused] or zones
-        while sum(counts.values()) < spot and zones:
-            zone = min(candidates, key=lambda z: (z in cooling, counts[z], z))
-            counts[zone] += 1
-        avoid = refused | cooling
+def drain_workers(
+    live: list[WorkerSignal],
+    spot: int,
+    on_demand: int,
+    per_zone: dict[str, int],
+    *,
+    spot_healthy: bool,
+    keep_ready: int | None = None,
+) -> list[str]:
+    """Workers to retire now, make-before-break: never below `keep_ready` ready ones.
 
-        def lightest(zone: str) -> float:
-            return min((w.in_flight for w in spot_live if w.zone == zone), default=0.0)
+    `keep_ready` defaults to `spot + on_demand`; spot-hedge passes the pool's
+    size, or its spare spot, still coming up, would hold back on-demand that
+    ready spot already replaces. Idle workers go first (never one serving requests while an idle one
+    will do), then on-demand while spot is healthy (it costs more), then
+    the least loaded. Provisioning workers carry no load, so they may
+    always go; a ready one only while enough other ready workers remain.
+    """
+    floor = spot + on_demand if keep_ready is None else keep_ready
+    excess: dict[tuple[str, str | None], int] = {}
+    od_have = sum(1 for w in live if w.priority == ON_DEMAND)
+    excess[(ON_DEMAND, None)] = max(0, od_have - on_demand)
+    spot_workers = [w for w in live if w.priority == SPOT]
+    for zone in sorted({w.zone or "" for w in spot_workers}):
+        have = sum(1 for w in spot_workers if (w.zone or "") == zone)
+        excess[(SPOT, zone)] = max(0, have - per_zone.get(zone, 0))
 
-        while sum(counts.values()) > spot:
-            # cut cooling zones first, then the fullest, then where a worker is idle
-            zone = max(
-                (z for z in zones if counts[z] > 0),
-                key=lambda z: (z in avoid, counts[z], -lightest(z), z),
-            )
-            counts[zone] -= 1
-        return {z: counts[z] for z in sorted(zones)}
+    def key(w: WorkerSignal) -> tuple[str, str | None]:
+        return (ON_DEMAND, None) if w.priority == ON_DEMAND else (SPOT, w.zone or "")
 
-    @staticmethod
-    def _drain(
-        live: list[WorkerSignal],
-        spot: int,
-        on_demand: int,
-        per_zone: dict[str, int],
-        *,
-        spot_healthy: bool,
-    ) -> list[str]:
-        """Workers to retire now, make-before-break: never below `spot + on_demand` ready ones.
-
-        Idle workers go first (never one serving requests while an idle one
-        will do), then on-demand while spot is healthy (it costs more), then
-        the least loaded. Provisioning workers carry no load, so they may
-        always go; a ready one only while enough other ready workers remain.
-        """
-        excess: dict[tuple[str, str | None], int] = {}
-        od_have = sum(1 for w in live if w.priority == ON_DEMAND)
-        excess[(ON_DEMAND, None)] = max(0, od_have - on_demand)
-        spot_workers = [w for w in live if w.priority == SPOT]
-        for zone in sorted({w.zone or "" for w in spot_workers}):
-            have = sum(1 for w in spot_workers if (w.zone or "") == zone)
-            excess[(SPOT, zone)] = max(0, have - per_zone.get(zone, 0))
-
-        def key(w: WorkerSignal) -> tuple[str, str | None]:
-            return (ON_DEMAND, None) if w.priority == ON_DEMAND else (SPOT, w.zone or "")
-
-        first = ON_DEMAND if spot_healthy else SPOT
-        order = sorted(
-            live,
-            key=lambda w: (
-                w.in_flight > 0,
-                w.priority != first,
-                w.state != WorkerState.PROVISIONING,
-                w.in_flight,
-                w.kv_cache_usage,
-                w.worker_id,
-            ),
-        )
-        ready_left = sum(1 for w in live if w.state == WorkerState.READY)
-        drain: list[str] = []
-        for worker in order:
-            if excess.get(key(worker), 0) <= 0:
+    first = ON_DEMAND if spot_healthy else SPOT
+    order = sorted(
+        live,
+        key=lambda w: (
+            w.in_flight > 0,
+            w.priority != first,
+            w.state != WorkerState.PROVISIONING,
+            w.in_flight,
+            w.kv_cache_usage,
+            w.worker_id,
+        ),
+    )
+    ready_left = sum(1 for w in live if w.state == WorkerState.READY)
+    drain: list[str] = []
+    for worker in order:
+        if excess.get(key(worker), 0) <= 0:
+            continue
+        if worker.state == WorkerState.READY:
+            if ready_left - 1 < floor:
                 continue
-            if worker.state == WorkerState.READY:
-                if ready_left - 1 < spot + on_demand:
-                    continue
-                ready_left -= 1
-            excess[key(worker)] -= 1
-            drain.append(worker.worker_id)
-        return sorted(drain)
+            ready_left -= 1
+        excess[key(worker)] -= 1
+        drain.append(worker.worker_id)
+    return sorted(drain)
 
 
-def _refused_where(failures: list[CapacityFailure]) -> str:
+def make_plan(
+    live: list[WorkerSignal],
+    spot: int,
+    on_demand: int,
+    per_zone: dict[str, int],
+    drain: list[str],
+    reasons: list[tuple[str, str]],
+) -> CapacityPlan:
+    """The plan with its op and the head "spot a->b, on-demand c->d", then `reasons` in order.
+
+    Shared so every mix names the same change the same way: the op and the
+    head are what an operator compares across pools, whatever their mix.
+    """
+    spot_have = sum(1 for w in live if w.priority == SPOT)
+    od_have = sum(1 for w in live if w.priority == ON_DEMAND)
+    wanted, have = spot + on_demand, spot_have + od_have
+    if (spot - spot_have) * (on_demand - od_have) < 0 or (wanted == have and drain):
+        op = REPLACE
+    elif wanted > have:
+        op = SCALE_UP
+    elif wanted < have:
+        op = SCALE_DOWN
+    else:
+        op = NOOP
+    head = f"spot {spot_have}->{spot}, on-demand {od_have}->{on_demand}"
+    return CapacityPlan(
+        op=op,
+        spot_target=spot,
+        on_demand_target=on_demand,
+        per_zone=per_zone,
+        drain=drain,
+        reason="; ".join([head, *(text for _, text in reasons)]),
+        codes=[code for code, _ in reasons],
+    )
+
+
+def refused_where(failures: list[CapacityFailure]) -> str:
     """Where spot was refused and why, e.g. "spot refused in zone 1 (sku_not_available)".
 
     Said while other zones are still being tried, so an operator sees the
@@ -333,3 +404,8 @@ def _refused_where(failures: list[CapacityFailure]) -> str:
         f"zone {zone} ({', '.join(sorted(reasons))})" for zone, reasons in sorted(why.items())
     )
     return f"spot refused in {where}"
+
+
+# Last, once every name above exists: the other mixes register wherever CapacityMix is
+# imported, so no `CapacityMix.make(name)` depends on which module a caller imported.
+from spotgate.fleet import capacity_mixes  # noqa: E402, F401

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import azure.durable_functions as df
 
@@ -70,7 +70,7 @@ def fleet_monitor(
     state = MonitorState.from_input(context.get_input())
     for _ in range(state.ticks_per_run):
         try:
-            yield from _tick(context, state)
+            yield from tick(context, state)
         except Exception as exc:
             # A failed activity costs one tick, not the monitor: the next tick re-reads the store.
             context.set_custom_status(failure_view(state, str(exc)))
@@ -86,10 +86,21 @@ def fleet_monitor(
     context.continue_as_new(state.to_dict())
 
 
-def _tick(
-    context: df.DurableOrchestrationContext, state: MonitorState
-) -> Generator[Any, Any, None]:
-    """Observe, decide (pure, here), act: provision first so a replacement never waits."""
+class TickContext(Protocol):
+    """What one tick needs of the orchestration context: the Durable one, or the fleet
+    simulator's, which runs the activities at once in simulated time."""
+
+    def call_activity(self, name: str, input_: Any = None) -> Any: ...
+
+    def task_all(self, activities: list[Any]) -> Any: ...
+
+    def set_custom_status(self, status: Any) -> None: ...
+
+
+def tick(context: TickContext, state: MonitorState) -> Generator[Any, Any, None]:
+    """Observe, decide (pure, here), act: provision first so a replacement never waits.
+
+    The fleet simulator (fleetsim/monitor_driver.py) drives this same generator."""
     observed = yield context.call_activity(
         OBSERVE_POOL, {"pool": state.pool, "lookback_s": state.policy.lookback_s}
     )

@@ -1,0 +1,1 @@
+"""The fleet simulator: traces through the real fleet policy code, in simulated time."""
