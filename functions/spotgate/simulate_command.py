@@ -12,7 +12,8 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -116,9 +117,7 @@ def simulate(
     except (ValueError, OSError) as exc:
         errors.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    # the fleet's own warnings (refusals, evictions) are the simulation's events, not news
-    logging.getLogger("spotgate").setLevel(logging.ERROR)
-    with _progress(quiet=as_json) as bar:
+    with quiet_fleet_logs(), _progress(quiet=as_json) as bar:
         tasks: dict[str, TaskID] = {}
 
         def advance(label: str, share: float) -> None:
@@ -137,6 +136,19 @@ def simulate(
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return
     _render(spec, results)
+
+
+@contextmanager
+def quiet_fleet_logs() -> Iterator[None]:
+    """The fleet's own warnings (refusals, evictions) are the simulation's events, not news;
+    the level is put back after, so a process that goes on (a test run) still logs."""
+    fleet = logging.getLogger("spotgate")
+    before = fleet.level
+    fleet.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        fleet.setLevel(before)
 
 
 def advance_seed(
