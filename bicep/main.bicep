@@ -53,15 +53,30 @@ param model string = 'qwen2.5-7b-instruct'
 @description('Where vLLM loads the model from: a Hugging Face repo id (or a path baked into the image).')
 param modelSource string = 'Qwen/Qwen2.5-7B-Instruct'
 
-@description('vLLM OpenAI-server container image, pinned (never :latest; a copy in your own registry avoids Docker Hub pull limits).')
-param vllmImage string = 'vllm/vllm-openai:v0.11.0'
+// vllm/vllm-openai:v0.11.0 as published on Docker Hub (the multi-arch index digest). The
+// workers pull it from the registry this template creates; `az acr import` copies it there with
+// the same digest (the postprovision hook does, README: Deploy to Azure). A new pin: check it
+// with `docker buildx imagetools inspect vllm/vllm-openai:<tag>` and set SPOTGATE_VLLM_IMAGE.
+@description('vLLM OpenAI-server image inside the deployment\'s container registry, pinned by digest: repository[:tag]@sha256:<digest> (azd: SPOTGATE_VLLM_IMAGE).')
+param vllmImage string = 'vllm/vllm-openai:v0.11.0@sha256:014a95f21c9edf6abe0aea6b07353f96baa4ec291c427bb1176dc7c93a85845c'
 
-@description('Availability zones that get a spot scale set each.')
-param zones array = [
-  '1'
-  '2'
-  '3'
-]
+@allowed([
+  'Basic'
+  'Standard'
+  'Premium'
+])
+@description('SKU of the container registry the workers pull vLLM from: its download bandwidth is shared by every VM pulling at once.')
+param registrySku string = 'Standard'
+
+// No default zones: which zones offer the GPU size differs by region and subscription. The
+// preprovision hook asks `az vm list-skus --location <loc> --size <workerVmSize>
+// --query "[].locationInfo[].zones"` (less zones restricted for the subscription) and sets
+// SPOTGATE_ZONES when it is not set; an empty list stops the deployment below.
+@description('Availability zones that get a spot scale set each, comma-separated, e.g. "1,2,3": those where the region offers workerVmSize (az vm list-skus --location <loc> --size <sku> --query "[].locationInfo[].zones"; azd: SPOTGATE_ZONES).')
+param workerZones string = ''
+
+@description('Scale sets that already exist, comma-separated, or "none" (the preprovision hook lists them; azd: SPOTGATE_EXISTING_SCALE_SETS): they are updated without sku.capacity, so a re-provision leaves their workers running. Empty on a re-deployment without the hook: every scale set is sent capacity 0.')
+param existingScaleSets string = ''
 
 @description('Deploy the on-demand scale set the fleet falls back to when spot is refused.')
 param deployOnDemand bool = true
@@ -94,8 +109,11 @@ param workerSshPublicKey string
   'scaleSets'
   'resourceGroup'
 ])
-@description('Scope of the fleet manager\'s Virtual Machine Contributor role: each worker scale set, or the resource group.')
-param computeRoleScope string = 'resourceGroup'
+@description('Scope of the fleet manager\'s Virtual Machine Contributor role: each worker scale set (plus a read-only custom role on the group to list them), or the resource group (azd: SPOTGATE_COMPUTE_ROLE_SCOPE).')
+param computeRoleScope string = 'scaleSets'
+
+@description('Require vLLM\'s API key (Key Vault secret vllm-api-key) on the workers\' /v1 routes. Off until the gateway sends it (azd: SPOTGATE_VLLM_API_KEY_REQUIRED).')
+param vllmApiKeyRequired bool = false
 
 // ------------------------------------------------------------------------------------------
 // Control plane
@@ -112,6 +130,17 @@ param functionsInstanceMemoryMB int = 2048
 @maxValue(1000)
 param functionsMaximumInstanceCount int = 40
 
+@minValue(1)
+@maxValue(1000)
+@description('HTTP requests (streams included) one Function app instance serves at once before Flex Consumption adds one; see modules/functions.bicep (azd: SPOTGATE_HTTP_PER_INSTANCE_CONCURRENCY).')
+param httpPerInstanceConcurrency int = 32
+
+@description('Origins browser clients may call the API from, comma-separated (e.g. "https://chat.example.com"); empty: CORS off (azd: SPOTGATE_CORS_ALLOWED_ORIGINS).')
+param corsAllowedOrigins string = ''
+
+@description('Storage (blob, queue, table) and Cosmos DB behind private endpoints in the VNet, public network access off (azd: SPOTGATE_PRIVATE_NETWORKING). Key Vault stays public with RBAC.')
+param privateNetworking bool = true
+
 @description('Key Vault purge protection (irreversible). Turn on for production.')
 param enablePurgeProtection bool = false
 
@@ -123,6 +152,9 @@ param entraAdminAudience string = ''
 
 @description('Send the subscription\'s Activity Log (Administrative) to the workspace, where operators query spot evictions and scale-set operations.')
 param exportActivityLog bool = true
+
+@description('Email address(es), comma-separated, that the alert rules notify (azd: SPOTGATE_ALERT_EMAIL). Empty: the rules still fire (Azure Monitor > Alerts), but nobody is emailed.')
+param alertEmail string = ''
 
 // ------------------------------------------------------------------------------------------
 // Secrets: generated on first deployment (newGuid is legal only as a parameter default).
@@ -150,6 +182,13 @@ param apiKey string = 'sk-sg-${newGuid()}'
 @description('Key of a paid OpenAI-compatible spillover endpoint (optional).')
 param spilloverApiKey string = ''
 
+@secure()
+@description('Key vLLM requires on the workers (Key Vault secret vllm-api-key).')
+param vllmApiKey string = 'sg-vllm-${newGuid()}'
+
+@description('True when the vault already holds api-keys (the preprovision hook checks; azd: SPOTGATE_API_KEYS_SECRET_EXISTS): then it is left as the operators keep it, never reset to the first key.')
+param apiKeysSecretExists bool = false
+
 // ------------------------------------------------------------------------------------------
 // Names
 // ------------------------------------------------------------------------------------------
@@ -175,12 +214,22 @@ var names = {
   natPublicIp: 'pip-nat-${resourceToken}'
   functionsIdentity: 'id-func-${resourceToken}'
   workersIdentity: 'id-workers-${resourceToken}'
+  registry: 'cr${resourceToken}'
   scaleSetPrefix: 'vmss-${pool}'
 }
+
+// "1,2,3"; a JSON list ('["1","2","3"]', the app setting's form) reads the same.
+var zoneList = filter(split(replace(replace(replace(replace(workerZones, ' ', ''), '"', ''), '[', ''), ']', ''), ','), zone => !empty(zone))
+var zones = empty(zoneList) ? fail('No availability zone for the spot scale sets (workerZones is empty). List the zones where the region offers the GPU size: az vm list-skus --location <location> --size <workerVmSize> --query "[].locationInfo[].zones" -o tsv, then: azd env set SPOTGATE_ZONES "1,2,3" (those zones).') : zoneList
+var existingScaleSetNames = filter(split(replace(existingScaleSets, ' ', ''), ','), name => !empty(name) && name != 'none')
+var corsOrigins = filter(split(replace(corsAllowedOrigins, ' ', ''), ','), origin => !empty(origin))
+var vllmImagePinned = contains(vllmImage, '@sha256:') ? vllmImage : fail('vllmImage must be pinned by digest (repository[:tag]@sha256:<digest>), not a tag alone: a tag can move under running workers.')
 
 // The control plane's address, known before the app exists (workers are built first).
 var controlPlaneUrl = 'https://${names.functionApp}.azurewebsites.net'
 var fleetTokenSecretName = 'fleet-token'
+var vllmApiKeySecretName = 'vllm-api-key'
+var activityLogSettingName = 'spotgate-${environmentName}-activity'
 
 // ------------------------------------------------------------------------------------------
 // Resources
@@ -214,6 +263,24 @@ module monitoring 'modules/monitoring.bicep' = {
   }
 }
 
+// Alert rules (thresholds: parameters of alerts.bicep) and, when alertEmail is set, the action
+// group that emails them. The workbook is deployed by the monitoring module. README: Operations.
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    namePrefix: 'spotgate-${environmentName}'
+    appInsightsName: monitoring.outputs.appInsightsName
+    cosmosAccountName: cosmos.outputs.accountName
+    pools: [
+      pool
+    ]
+    alertEmail: alertEmail
+  }
+}
+
 module network 'modules/network.bicep' = {
   name: 'network'
   scope: rg
@@ -224,6 +291,7 @@ module network 'modules/network.bicep' = {
     nsgName: names.workersNsg
     natGatewayName: names.natGateway
     natPublicIpName: names.natPublicIp
+    privateNetworking: privateNetworking
   }
 }
 
@@ -237,6 +305,9 @@ module storage 'modules/storage.bicep' = {
     pools: [
       pool
     ]
+    privateNetworking: privateNetworking
+    privateEndpointSubnetId: network.outputs.privateEndpointsSubnetId
+    privateDnsZoneIds: network.outputs.privateDnsZoneIds
   }
 }
 
@@ -249,6 +320,9 @@ module cosmos 'modules/cosmos.bicep' = {
     accountName: names.cosmos
     functionsPrincipalId: identities.outputs.functionsPrincipalId
     principalId: principalId
+    privateNetworking: privateNetworking
+    privateEndpointSubnetId: network.outputs.privateEndpointsSubnetId
+    privateDnsZoneId: network.outputs.privateDnsZoneIds.cosmos
   }
 }
 
@@ -265,6 +339,9 @@ module keyVault 'modules/keyvault.bicep' = {
     keySalt: keySalt
     apiKey: apiKey
     spilloverApiKey: spilloverApiKey
+    vllmApiKey: vllmApiKey
+    vllmApiKeySecretName: vllmApiKeySecretName
+    createApiKeysList: !apiKeysSecretExists
   }
 }
 
@@ -277,6 +354,7 @@ module workers 'modules/workers.bicep' = {
     pool: pool
     namePrefix: names.scaleSetPrefix
     zones: zones
+    existingScaleSetNames: existingScaleSetNames
     deployOnDemand: deployOnDemand
     vmSize: workerVmSize
     imagePublisher: workerImagePublisher
@@ -293,7 +371,10 @@ module workers 'modules/workers.bicep' = {
     fleetTokenSecretName: fleetTokenSecretName
     model: model
     modelSource: modelSource
-    vllmImage: vllmImage
+    vllmImage: vllmImagePinned
+    registryName: names.registry
+    registrySku: registrySku
+    vllmApiKeySecretName: vllmApiKeyRequired ? vllmApiKeySecretName : ''
   }
 }
 
@@ -315,6 +396,8 @@ module roles 'modules/roles.bicep' = {
     workerScaleSetNames: concat(workers.outputs.spotScaleSetNames, workers.outputs.onDemandScaleSetNames)
     computeRoleScope: computeRoleScope
     fleetTokenSecretName: fleetTokenSecretName
+    vllmApiKeySecretName: vllmApiKeySecretName
+    registryName: workers.outputs.registryName
   }
 }
 
@@ -353,6 +436,8 @@ module functions 'modules/functions.bicep' = {
     ]
     instanceMemoryMB: functionsInstanceMemoryMB
     maximumInstanceCount: functionsMaximumInstanceCount
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
+    corsAllowedOrigins: corsOrigins
     spilloverEnabled: !empty(spilloverApiKey)
     workerVmSize: workerVmSize
     entraTenantId: entraTenantId
@@ -362,8 +447,10 @@ module functions 'modules/functions.bicep' = {
 
 // Spot evictions and scale-set operations are logged in the subscription's Activity Log;
 // exported to the workspace, operators can query them (AzureActivity) beside the app's logs.
+// A subscription-level resource: `azd down` deletes the resource group, not this; the postdown
+// hook (bicep/hooks/postdown.*) deletes it by the name in SPOTGATE_ACTIVITY_LOG_SETTING.
 resource activityLogExport 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (exportActivityLog) {
-  name: 'spotgate-${environmentName}-activity'
+  name: activityLogSettingName
   properties: {
     workspaceId: monitoring.outputs.logAnalyticsId
     logs: [
@@ -394,3 +481,7 @@ output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.appInsightsNa
 output SPOTGATE_POOL string = pool
 output SPOTGATE_WORKER_SCALE_SETS array = concat(workers.outputs.spotScaleSetNames, workers.outputs.onDemandScaleSetNames)
 output SPOTGATE_OUTBOUND_IP string = network.outputs.natPublicIpAddress
+output AZURE_CONTAINER_REGISTRY_NAME string = workers.outputs.registryName
+output AZURE_CONTAINER_REGISTRY_ENDPOINT string = workers.outputs.registryLoginServer
+output SPOTGATE_VLLM_IMAGE_REFERENCE string = workers.outputs.vllmImageReference
+output SPOTGATE_ACTIVITY_LOG_SETTING string = exportActivityLog ? activityLogSettingName : ''

@@ -5,6 +5,11 @@
 // The data-plane role assignments live here, not in roles.bicep: Cosmos DB's data-plane
 // RBAC is its own resource type (Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments)
 // with its own role definitions, not Microsoft.Authorization/roleAssignments.
+//
+// privateNetworking (the default): public network access is off and the account is reached
+// through a private endpoint (group Sql) in the VNet, registered in privatelink.documents.azure.com
+// (network.bicep). The data plane is then reachable only from the VNet: the `spotgate` CLI and
+// the Data Explorer from a workstation need privateNetworking off (or a VPN into the VNet).
 
 param location string
 param tags object = {}
@@ -16,6 +21,15 @@ param functionsPrincipalId string
 
 @description('Principal id of the deploying user (optional): gets the same data access, for `spotgate` CLI use and debugging.')
 param principalId string = ''
+
+@description('A private endpoint (Sql) and public network access off.')
+param privateNetworking bool = true
+
+@description('Subnet of the private endpoint (network.bicep: snet-private-endpoints).')
+param privateEndpointSubnetId string = ''
+
+@description('Id of the privatelink.documents.azure.com zone (network.bicep).')
+param privateDnsZoneId string = ''
 
 @description('Seconds the fleet journal keeps an entry that carries no `ttl` of its own.')
 param journalTtlSeconds int = 604800
@@ -145,7 +159,44 @@ resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
     disableLocalAuth: true
     disableKeyBasedMetadataWriteAccess: true
     minimalTlsVersion: 'Tls12'
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
+  }
+}
+
+resource privateEndpoint 'Microsoft.Network/privateEndpoints@2024-05-01' = if (privateNetworking) {
+  name: 'pe-${accountName}-sql'
+  location: location
+  tags: tags
+  properties: {
+    subnet: {
+      id: privateEndpointSubnetId
+    }
+    privateLinkServiceConnections: [
+      {
+        name: 'sql'
+        properties: {
+          privateLinkServiceId: account.id
+          groupIds: [
+            'Sql'
+          ]
+        }
+      }
+    ]
+  }
+}
+
+resource privateDnsZoneGroup 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024-05-01' = if (privateNetworking) {
+  parent: privateEndpoint
+  name: 'default'
+  properties: {
+    privateDnsZoneConfigs: [
+      {
+        name: 'cosmos'
+        properties: {
+          privateDnsZoneId: privateDnsZoneId
+        }
+      }
+    ]
   }
 }
 

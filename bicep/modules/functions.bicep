@@ -26,12 +26,8 @@ param pools array = [
 @description('Models served even before a worker registers (SPOTGATE_MODELS).')
 param models array = []
 
-@description('Zones the spot scale sets are pinned to (SPOTGATE_ZONES).')
-param zones array = [
-  '1'
-  '2'
-  '3'
-]
+@description('Zones the spot scale sets are pinned to (SPOTGATE_ZONES): main.bicep\'s workerZones.')
+param zones array
 
 param minWorkers int = 0
 param maxWorkers int = 4
@@ -52,6 +48,24 @@ param maximumInstanceCount int = 40
 
 @description('Always-ready instances of the Durable group (orchestrations and activities), so the fleet monitor never waits on a cold start.')
 param durableAlwaysReady int = 1
+
+// Flex Consumption sends an instance at most this many HTTP requests at once (the HTTP group:
+// the one catch-all API function) and starts another instance beyond that. Python's default on
+// Flex is 1, which would give every SSE stream (tens of seconds to minutes, mostly waiting on
+// a GPU worker) a whole instance: 40 streams, 40 instances, 40 cold starts, 40 admission queues
+// that each see the whole fleet's slots. The gateway is async (one event loop relays many
+// streams; CPU goes to SSE parsing, token counting and metering), so one 2 GB instance carries
+// 32 streams comfortably: two workers' worth of vLLM slots (SPOTGATE_WORKER_MAX_CONCURRENCY,
+// 16), and 40 x 32 = 1,280 requests in flight at the maximum instance count. Rate limits and
+// budgets are shared counters in Cosmos DB (exact across instances); the admission queue is per
+// instance, at most this deep since Flex sends no more (README: Deploy to Azure).
+@minValue(1)
+@maxValue(1000)
+@description('Concurrent HTTP requests (streams included) one Function app instance takes before Flex Consumption starts another.')
+param httpPerInstanceConcurrency int = 32
+
+@description('Origins browsers may call the API from (SPOTGATE_CORS_ALLOWED_ORIGINS, a JSON list). Empty: no CORS headers, browsers refuse cross-origin calls.')
+param corsAllowedOrigins array = []
 
 @description('The worker VM size: what a worker-hour is priced as in usage reports (SPOTGATE_DEFAULT_SKU).')
 param workerVmSize string
@@ -130,6 +144,13 @@ var baseSettings = [
     // FastAPI request/response types (HTTP streams) need worker indexing at init.
     name: 'PYTHON_ENABLE_INIT_INDEXING'
     value: '1'
+  }
+  {
+    // Read by the Durable blueprint while indexing (not a Settings field): the watchdog timer
+    // does not also fire at every host start. On Flex Consumption hosts start on every
+    // scale-out and restart; the every-minute schedule alone keeps the monitors alive.
+    name: 'SPOTGATE_WATCHDOG_RUN_ON_STARTUP'
+    value: 'false'
   }
   // --- spotgate (spotgate.settings.Settings reads SPOTGATE_<FIELD>) ---
   {
@@ -229,6 +250,11 @@ var baseSettings = [
     name: 'SPOTGATE_ENTRA_ADMIN_AUDIENCE'
     value: entraAdminAudience
   }
+  {
+    // browser clients: origins allowed by the app's CORS handling (empty list: off)
+    name: 'SPOTGATE_CORS_ALLOWED_ORIGINS'
+    value: string(corsAllowedOrigins)
+  }
   // --- secrets: Key Vault references, resolved by the platform with keyVaultReferenceIdentity ---
   {
     name: 'SPOTGATE_ADMIN_KEY'
@@ -313,12 +339,35 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
             instanceCount: durableAlwaysReady
           }
         ]
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'
         version: '3.11'
       }
     }
+  }
+}
+
+// No basic (user name + password) publishing: FTP and the SCM/Kudu endpoint accept Entra ID
+// only (azd deploys with the signed-in identity).
+resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
   }
 }
 

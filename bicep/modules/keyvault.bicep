@@ -2,7 +2,11 @@
 // @secure() parameters of main.bicep (generated on the first `azd up`); nothing here outputs
 // a value. Readers: the Function app (Key Vault references in its app settings, and its
 // SecretStore, which reads the vault itself so a rotation needs no restart) and the workers
-// (the fleet token only), granted in roles.bicep.
+// (the fleet token and vLLM's API key only), granted in roles.bicep.
+//
+// Public network access with RBAC, on purpose: Flex Consumption resolves Key Vault references
+// from the platform, not from the app's VNet, and the workers read their two secrets over the
+// NAT gateway. Every read is an Entra ID token checked against a role on the vault or secret.
 
 param location string
 param tags object = {}
@@ -32,6 +36,16 @@ param apiKey string
 @secure()
 @description('Key of the paid spillover endpoint (optional; empty: no secret is written).')
 param spilloverApiKey string = ''
+
+@secure()
+@description('The key vLLM requires on /v1 (secret vllm-api-key), read by the workers at boot.')
+param vllmApiKey string
+
+@description('Name of that secret (main.bicep passes it to the workers too).')
+param vllmApiKeySecretName string = 'vllm-api-key'
+
+@description('Write the api-keys list: only when it does not exist yet (the preprovision hook checks). Operators add keys to that list; a re-provision must not reset it.')
+param createApiKeysList bool = true
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: keyVaultName
@@ -93,8 +107,9 @@ resource apiKeyItem 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   }
 }
 
-// SPOTGATE_API_KEYS is a JSON list of keys.
-resource apiKeysItem 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+// SPOTGATE_API_KEYS is a JSON list of keys, seeded with the first key once and owned by the
+// operators from then on (never rewritten by a re-provision).
+resource apiKeysItem 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (createApiKeysList) {
   parent: vault
   name: 'api-keys'
   properties: {
@@ -102,6 +117,15 @@ resource apiKeysItem 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
       apiKey
     ])
     contentType: 'application/json'
+  }
+}
+
+resource vllmApiKeyItem 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: vllmApiKeySecretName
+  properties: {
+    value: vllmApiKey
+    contentType: 'text/plain'
   }
 }
 

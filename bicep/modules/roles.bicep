@@ -30,17 +30,36 @@ param workersSubnetName string
 @description('Names of the worker scale sets the fleet manager scales and deletes VMs of.')
 param workerScaleSetNames array
 
-@description('Where the fleet manager gets Virtual Machine Contributor: each worker scale set (least privilege), or the whole resource group (if scale-set scope proves too narrow for Flexible VMs, NICs and disks).')
+@description('Where the fleet manager gets Virtual Machine Contributor: each worker scale set and the workers subnet (least privilege, the default), or the whole resource group (if scale-set scope proves too narrow for Flexible VMs, NICs and disks).')
 @allowed([
   'scaleSets'
   'resourceGroup'
 ])
-param computeRoleScope string = 'resourceGroup'
+param computeRoleScope string = 'scaleSets'
 
-@description('Name of the fleet token secret, the only secret the workers may read.')
+@description('Name of the fleet token secret, one of the two secrets the workers may read.')
 param fleetTokenSecretName string = 'fleet-token'
 
-var scaleSetScoped = computeRoleScope == 'scaleSets' ? workerScaleSetNames : []
+@description('Name of vLLM\'s API key secret, the other one.')
+param vllmApiKeySecretName string = 'vllm-api-key'
+
+@description('The container registry the workers pull the vLLM image from.')
+param registryName string
+
+var scaleSetScoped = (computeRoleScope == 'scaleSets') ? workerScaleSetNames : []
+
+// What the fleet manager lists across the group when its Virtual Machine Contributor is scoped
+// to the scale sets: the scale sets (found by tag), their Flexible VMs and those VMs' NICs (the
+// private IPs). Read only, three resource types: not Reader, which reads everything. With
+// computeRoleScope 'resourceGroup' the group-wide Virtual Machine Contributor covers these.
+var fleetReaderActions = [
+  'Microsoft.Compute/virtualMachineScaleSets/read'
+  'Microsoft.Compute/virtualMachines/read'
+  'Microsoft.Network/networkInterfaces/read'
+]
+var fleetReaderDefinitions = (computeRoleScope == 'scaleSets') ? [
+  'fleet-reader'
+] : []
 
 var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
@@ -52,7 +71,7 @@ var roles = {
   monitoringReader: '43d0d8ad-25c7-4714-9337-8ba259a9fe05'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   managedIdentityOperator: 'f1a07417-d97a-45cb-824c-7a7467783830'
-  reader: 'acdd72a7-3385-48ef-bd42-f606fba81ae7'
+  acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -66,6 +85,15 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
 resource fleetTokenItem 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
   parent: vault
   name: fleetTokenSecretName
+}
+
+resource vllmApiKeyItem 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
+  parent: vault
+  name: vllmApiKeySecretName
+}
+
+resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
+  name: registryName
 }
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
@@ -165,22 +193,41 @@ resource functionsVmContributorOnSubnet 'Microsoft.Authorization/roleAssignments
   }
 }
 
-// Or the resource group as a whole, when computeRoleScope = 'resourceGroup'.
+// ...and lists the group's scale sets, VMs and NICs (read only, see fleetReaderActions).
+resource fleetReaderRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = [for role in fleetReaderDefinitions: {
+  name: guid(resourceGroup().id, 'spotgate', role)
+  properties: {
+    // Role names are unique per tenant: the subscription and the group make this one so.
+    roleName: 'spotgate fleet reader (${subscription().subscriptionId}/${resourceGroup().name})'
+    description: 'Lists the worker scale sets, their VMs and NICs in one spotgate resource group.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: fleetReaderActions
+        notActions: []
+      }
+    ]
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }
+}]
+
+resource functionsFleetReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (role, i) in fleetReaderDefinitions: {
+  name: guid(resourceGroup().id, functionsPrincipalId, role)
+  properties: {
+    roleDefinitionId: fleetReaderRole[i].id
+    principalId: functionsPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+// Or the resource group as a whole, when computeRoleScope = 'resourceGroup' (it includes the
+// reads above, so no other read role is granted).
 resource functionsVmContributorOnGroup 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (computeRoleScope == 'resourceGroup') {
   name: guid(resourceGroup().id, functionsPrincipalId, roles.virtualMachineContributor)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.virtualMachineContributor)
-    principalId: functionsPrincipalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-// List the resource group's scale sets (found by tag) and their VMs. Reader grants no data
-// access and no keys (those are actions, not reads).
-resource functionsReaderOnGroup 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(resourceGroup().id, functionsPrincipalId, roles.reader)
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.reader)
     principalId: functionsPrincipalId
     principalType: 'ServicePrincipal'
   }
@@ -231,7 +278,7 @@ resource functionsMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022
 }
 
 // ---------------------------------------------------------------------------------------------
-// The GPU workers' identity: the fleet token and nothing else.
+// The GPU workers' identity: the fleet token, vLLM's API key, the vLLM image; nothing else.
 // ---------------------------------------------------------------------------------------------
 
 resource workersSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -239,6 +286,26 @@ resource workersSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01'
   scope: fleetTokenItem
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: workersPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource workersVllmKeyUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vllmApiKeyItem.id, workersPrincipalId, roles.keyVaultSecretsUser)
+  scope: vllmApiKeyItem
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: workersPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource workersAcrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(registry.id, workersPrincipalId, roles.acrPull)
+  scope: registry
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.acrPull)
     principalId: workersPrincipalId
     principalType: 'ServicePrincipal'
   }

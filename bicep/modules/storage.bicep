@@ -2,11 +2,26 @@
 // tables), the Flex Consumption deployment container, and the batch-job queue of the pool
 // (`spotgate-batch-{pool}`, counted by the autoscaler). Shared keys are off: every client
 // (the Functions host included) signs in with Entra ID.
+//
+// privateNetworking (the default): public network access is off and the account is reached
+// through private endpoints for blob, queue and table in the VNet (DNS zones in network.bicep).
+// Nothing outside the VNet reaches the data (the Function app is VNet-integrated; `azd deploy`
+// publishes through the app's SCM endpoint, which writes the package from inside). ARM
+// (containers, queues) is the control plane and is unaffected.
 
 param location string
 param tags object = {}
 param storageAccountName string
 param deploymentContainerName string = 'app-package'
+
+@description('Private endpoints for blob, queue and table, and public network access off.')
+param privateNetworking bool = true
+
+@description('Subnet of the private endpoints (network.bicep: snet-private-endpoints).')
+param privateEndpointSubnetId string = ''
+
+@description('Private DNS zone ids by group: blob, queue, table (network.bicep).')
+param privateDnsZoneIds object = {}
 
 @description('Pools whose batch queue `spotgate-batch-{pool}` is created.')
 param pools array = [
@@ -29,13 +44,58 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowSharedKeyAccess: false
     defaultToOAuthAuthentication: true
     allowCrossTenantReplication: false
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
     networkAcls: {
-      defaultAction: 'Allow'
+      defaultAction: privateNetworking ? 'Deny' : 'Allow'
       bypass: 'AzureServices'
     }
   }
 }
+
+// One private endpoint per service the Functions host and the app use (Durable's task hub is
+// blobs, queues and tables). An empty loop when privateNetworking is off.
+var privateServices = privateNetworking ? [
+  'blob'
+  'queue'
+  'table'
+] : []
+
+resource privateEndpoints 'Microsoft.Network/privateEndpoints@2024-05-01' = [for service in privateServices: {
+  name: 'pe-${storageAccountName}-${service}'
+  location: location
+  tags: tags
+  properties: {
+    subnet: {
+      id: privateEndpointSubnetId
+    }
+    privateLinkServiceConnections: [
+      {
+        name: service
+        properties: {
+          privateLinkServiceId: storage.id
+          groupIds: [
+            service
+          ]
+        }
+      }
+    ]
+  }
+}]
+
+resource privateDnsZoneGroups 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024-05-01' = [for (service, i) in privateServices: {
+  parent: privateEndpoints[i]
+  name: 'default'
+  properties: {
+    privateDnsZoneConfigs: [
+      {
+        name: service
+        properties: {
+          privateDnsZoneId: privateDnsZoneIds[service]
+        }
+      }
+    ]
+  }
+}]
 
 // Child resources are declared with `parent:` rather than nested: pycep keeps only the last
 // of several nested children, and the offline tests read these.

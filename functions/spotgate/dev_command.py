@@ -6,6 +6,7 @@ import json
 import logging
 import os
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -18,6 +19,7 @@ from spotgate.hosts.http import http_protocol_for
 from spotgate.hosts.local import DevOptions, build_dev_app, dev_settings
 from spotgate.runtime import Runtime
 from spotgate.settings import Settings
+from spotgate.telemetry.access_log import ACCESS_LOGGER, JsonLineFormatter
 
 
 def _write_connection_file(url: str, key: str, admin_key: str) -> None:
@@ -43,6 +45,19 @@ def _banner(url: str, key: str, model: str) -> str:
 
   python -c "from openai import OpenAI; c = OpenAI(); print(c.chat.completions.create(model='{model}', messages=[{{'role': 'user', 'content': 'What is the capital of France?'}}], temperature=0).choices[0].message.content)"
 """  # noqa: E501
+
+
+def log_access_to(path: Path) -> Path:
+    """One JSON line per request into `path` (not the console: a bench would flood it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    private_file(path)  # 0600, like everything else under .spotgate/
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonLineFormatter())
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.handlers = [handler]
+    access.setLevel(logging.INFO)
+    access.propagate = False
+    return path
 
 
 def run_dev(
@@ -72,6 +87,7 @@ def run_dev(
         options = replace(options, model_dir=model_dir)
     url = settings.base_url()
     _write_connection_file(url, key, settings.admin_key or "")
+    access_log = log_access_to(settings.data_dir / "access.log")
 
     def on_ready(runtime: Runtime) -> None:
         console.print(Rule(style="green"))
@@ -85,7 +101,7 @@ def run_dev(
     )
     console.print(
         f"starting gateway on {url} with {size} {options.engine} worker(s); "
-        f"API key: [bold]{key}[/bold]"
+        f"API key: [bold]{key}[/bold]; access log (JSON lines): {access_log}"
     )
     app = build_dev_app(settings, options, on_ready)
     config = uvicorn.Config(

@@ -27,6 +27,7 @@ from spotgate.orchestrations.control import OrchestrationControl
 from spotgate.orchestrations.monitor_contract import MonitorPlan
 from spotgate.secret_store import SecretStore
 from spotgate.settings import Settings
+from spotgate.telemetry.telemetry import Telemetry
 
 
 class Lifecycle(Protocol):
@@ -83,6 +84,7 @@ class Runtime:
     faults: LocalFaults | None = None
     scheduled_events: ScheduledEventsSource | None = None
     probe: HealthProbe | None = None
+    telemetry: Telemetry = field(default_factory=Telemetry)
     lifecycles: tuple[Lifecycle, ...] = ()
     readiness: Readiness = field(default_factory=Readiness)
 

@@ -20,6 +20,7 @@ ADMIN_KEY = "admin-key"
 FLEET_TOKEN = "fleet-token"
 KEY_SALT = "key-salt"  # hashes API keys before they are stored or compared
 API_KEY = "api-key"
+METRICS_TOKEN = "metrics-token"  # lets a Prometheus scraper read /metrics, nothing else
 
 
 class SecretStore(Protocol):

@@ -72,6 +72,10 @@ class ServerSettings(BaseSettings):
     max_connections_per_ip: int = Field(
         default=256, ge=1, description="Connections one client address may hold (local server)."
     )
+    cors_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins browsers may call the API from (a JSON list); empty: CORS off.",
+    )
 
 
 class GatewaySettings(BaseSettings):

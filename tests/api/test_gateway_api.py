@@ -232,9 +232,22 @@ async def test_fleet_status_needs_the_admin_key(client: httpx.AsyncClient) -> No
     assert_openai_error(await client.get("/fleet", headers=auth()), 401)
 
 
-async def test_ready_probe_follows_worker_availability(
+async def test_ready_probe_needs_a_deciding_monitor_not_a_worker(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
-    assert (await client.get("/health/ready")).status_code == 503
+    """A pool at zero workers by policy is ready: requests wait and wake the monitor."""
+    booting = await client.get("/health/ready")
+    assert booting.status_code == 503
+    assert "startup has not finished" in booting.json()["problems"]
+    await runtime.start()
+    first = await client.get("/health/ready")
+    assert first.status_code == 503
+    assert first.json()["problems"] == ["pool default: no fleet monitor decision yet"]
+    runtime.journal.append({"pool": "default", "observed_at": runtime.clock.now(), "desired": 0})
+    scaled_to_zero = await client.get("/health/ready")
+    assert scaled_to_zero.status_code == 200
+    assert scaled_to_zero.json()["pools"]["default"]["ready_workers"] == 0
     await register(client, runtime)
-    assert (await client.get("/health/ready")).status_code == 200
+    ready = (await client.get("/health/ready")).json()
+    assert ready["pools"]["default"]["ready_workers"] == 1
+    await runtime.close()

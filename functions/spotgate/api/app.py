@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from spotgate.api import (
     admin_routes,
@@ -15,6 +16,7 @@ from spotgate.api import (
     fleet_routes,
     health_routes,
     local_imds_routes,
+    metrics_routes,
     openai_routes,
     orchestration_routes,
 )
@@ -22,6 +24,24 @@ from spotgate.api.errors import handle_http_exception, handle_openai_error
 from spotgate.api.middleware import ResponseHeaders
 from spotgate.errors import OpenAIError
 from spotgate.runtime import Runtime
+
+EXPOSED = ("x-request-id", "x-cache", "x-model", "x-worker", "x-duration-ms", "retry-after",
+           "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+           "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens")  # fmt: skip
+
+
+def cors(origins: list[str]) -> Middleware:
+    """Browser clients on `origins` only. Keys travel in a header, never a cookie, so no
+    credentials mode: a page elsewhere cannot ride on a user's session."""
+    return Middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "PATCH", "DELETE"],
+        allow_headers=["authorization", "api-key", "content-type", "x-request-id"],
+        expose_headers=list(EXPOSED),
+        allow_credentials=False,
+        max_age=600,
+    )
 
 
 def create_app(runtime: Runtime, *, local: bool = True) -> Starlette:
@@ -36,6 +56,7 @@ def create_app(runtime: Runtime, *, local: bool = True) -> Starlette:
     routes = [
         *openai_routes.routes,
         *health_routes.routes,
+        *metrics_routes.routes,
         *agent_routes.routes,
         *fleet_routes.routes,
         *admin_routes.routes,
@@ -43,9 +64,13 @@ def create_app(runtime: Runtime, *, local: bool = True) -> Starlette:
     ]
     if local:
         routes += local_imds_routes.routes
+    middleware = [Middleware(ResponseHeaders)]
+    origins = runtime.settings.server.cors_allowed_origins
+    if origins:  # outermost, so a preflight is answered before anything else runs
+        middleware.insert(0, cors(origins))
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(ResponseHeaders)],
+        middleware=middleware,
         exception_handlers={
             OpenAIError: handle_openai_error,
             HTTPException: handle_http_exception,

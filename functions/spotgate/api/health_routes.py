@@ -1,4 +1,4 @@
-"""Probes for the host: live (process up), ready (can serve a model), startup (booted)."""
+"""Probes for the host: live (process up), ready (started, monitors deciding), startup."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from spotgate.api.errors import json_response
-from spotgate.fleet.worker import WorkerState
 from spotgate.runtime import Runtime
+from spotgate.telemetry.readiness import readiness
 
 
 async def live(request: Request) -> Response:
@@ -16,11 +16,17 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """Ready once at least one worker can take a request; a load balancer may route here then."""
+    """Ready: started, and every pool's monitor deciding (see telemetry/readiness.py)."""
     runtime: Runtime = request.app.state.runtime
-    ready_workers = sum(1 for w in runtime.registry.all() if w.state == WorkerState.READY)
-    body = {"status": "ok" if ready_workers else "unavailable", "ready_workers": ready_workers}
-    return json_response(body, 200 if ready_workers else 503)
+    found = readiness(
+        started=runtime.ready,
+        pools=list(runtime.monitors.pools),
+        registry=runtime.registry,
+        journal=runtime.journal,
+        now=runtime.clock.now(),
+        tick_s=runtime.monitors.tick_seconds,
+    )
+    return json_response(found.to_dict(), 200 if found.ready else 503)
 
 
 async def startup(request: Request) -> Response:

@@ -30,6 +30,7 @@ from spotgate.fleet.worker_span_recorder import WorkerSpanRecorder, spans_betwee
 from spotgate.fleet.worker_spans import WorkerSpan
 from spotgate.gateway.admission import Admission, PoolCapacity
 from spotgate.gateway.auto_model import AutoModelChooser
+from spotgate.gateway.breaker import BreakerState
 from spotgate.gateway.cache.answers import AnswerKeeper
 from spotgate.gateway.cache.policy import CachePolicy, CacheRule
 from spotgate.gateway.cache.response_cache import ResponseCache
@@ -55,6 +56,8 @@ from spotgate.orchestrations.monitor_contract import MonitorPlan
 from spotgate.runtime import Lifecycle, LocalFaults, Runtime, ScheduledEventsSource
 from spotgate.secret_store import SecretStore
 from spotgate.settings import Settings
+from spotgate.telemetry.fleet_metrics import FleetCollector
+from spotgate.telemetry.telemetry import Telemetry, TelemetryStep
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class GatewayParts:
     tenancy: Tenancy
     roles: Roles
     secrets: SecretStore
+    telemetry: Telemetry
+    health: PassiveHealth
 
 
 def cache_policy_from(settings: Settings) -> CachePolicy:
@@ -231,13 +236,20 @@ def build_gateway(
         settings, tenancy_stores or memory_stores(clock), secrets, registry, clock
     )
     authorise, *accounting = tenancy.steps
+    telemetry = Telemetry()
     serving = Serving(
         router,
         registry,
         cache,
         AnswerKeeper(cache, clock) if cache is not None else None,
         clock,
-        steps=(authorise, RequestLimitsStep(settings.gateway.request_limits), *accounting, *steps),
+        steps=(
+            authorise,
+            RequestLimitsStep(settings.gateway.request_limits),
+            *accounting,
+            TelemetryStep(telemetry),  # after metering: it reads the request's usage record
+            *steps,
+        ),
     )
     probe = HealthProbe(
         registry,
@@ -258,6 +270,8 @@ def build_gateway(
         tenancy,
         Roles(secrets, admin_tokens),
         secrets,
+        telemetry,
+        health,
     )
 
 
@@ -327,6 +341,18 @@ def assemble_runtime(
         pools=settings.pools,
         worker_networks=parse_networks(settings.fleet.worker_networks),
     )
+    parts.telemetry.watch_fleet(
+        FleetCollector(
+            parts.registry,
+            journal,
+            parts.clock,
+            settings.pools,
+            parts.router.admission.depth,
+            breaker_open=lambda: [
+                w.id for w in parts.registry.all() if parts.health.state(w.id) == BreakerState.OPEN
+            ],
+        )
+    )
     return Runtime(
         settings=settings,
         clock=parts.clock,
@@ -347,6 +373,7 @@ def assemble_runtime(
         usage_reports=usage_reports(parts, journal),
         roles=parts.roles,
         secrets=parts.secrets,
+        telemetry=parts.telemetry,
         lifecycles=tuple(lifecycles),
     )
 

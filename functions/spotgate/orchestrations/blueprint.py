@@ -10,6 +10,7 @@ No `from __future__ import annotations` here: the Functions worker inspects
 the parameter annotations of triggers and bindings at indexing time.
 """
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -71,6 +72,19 @@ def _services() -> FleetServices:
 
 fleet_monitor = bp.orchestration_trigger(context_name="context")(_fleet_monitor)
 
+WATCHDOG_RUN_ON_STARTUP_SETTING = "SPOTGATE_WATCHDOG_RUN_ON_STARTUP"
+
+
+def watchdog_runs_on_startup(env: dict[str, str] | None = None) -> bool:
+    """Whether the watchdog also fires when a host starts: read while the app is indexed.
+
+    On by default (a local `func start` gets its monitors at once); the Bicep deployment
+    sets the app setting to false, since on Flex Consumption hosts start on every scale-out
+    and restart, and the every-minute schedule alone keeps the monitors alive.
+    """
+    value = (os.environ if env is None else env).get(WATCHDOG_RUN_ON_STARTUP_SETTING, "true")
+    return value.strip().lower() not in {"0", "false", "no", "off"}
+
 
 @bp.activity_trigger(input_name="payload")
 async def observe_pool(payload: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +111,11 @@ async def record_decision(payload: dict[str, Any]) -> None:
     await activities.record_decision(await _services_ready(), payload)
 
 
-@bp.timer_trigger(arg_name="timer", schedule=watchdog.WATCHDOG_SCHEDULE, run_on_startup=True)
+@bp.timer_trigger(
+    arg_name="timer",
+    schedule=watchdog.WATCHDOG_SCHEDULE,
+    run_on_startup=watchdog_runs_on_startup(),
+)
 @bp.durable_client_input(client_name="client")
 async def fleet_watchdog(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     if _startup is not None:

@@ -7,6 +7,7 @@ Name to variable:
 | `admin-key` | `SPOTGATE_ADMIN_KEY` |
 | `fleet-token` | `SPOTGATE_FLEET_TOKEN` |
 | `key-salt` | `SPOTGATE_KEY_SALT` |
+| `metrics-token` | `SPOTGATE_METRICS_TOKEN` |
 | any other, `x-y` | `X_Y` (upper case, hyphens to underscores), then the literal name `x-y` |
 
 So a spillover entry's `api_key_env: FOUNDRY_API_KEY` reads `FOUNDRY_API_KEY`, and
@@ -31,6 +32,7 @@ ENV_NAMES = {
     "admin-key": "SPOTGATE_ADMIN_KEY",
     "fleet-token": "SPOTGATE_FLEET_TOKEN",
     "key-salt": "SPOTGATE_KEY_SALT",
+    "metrics-token": "SPOTGATE_METRICS_TOKEN",
 }
 
 
