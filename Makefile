@@ -1,5 +1,5 @@
 # Two commands for a fresh machine: `make dev` (the whole local stack) and `make test` (the CI suite).
-# Both bootstrap .venv (Python 3.11) and node_modules on first use.
+# Both bootstrap .venv (Python 3.11) on first use; `make test` also node_modules (Azure emulators).
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -36,8 +36,10 @@ node_modules/.installed: package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-dev: venv
-	$(VENV)/bin/spotgate dev $(ARGS)
+# the Python venv only: the npm emulators are for the tests. Ctrl-C is how the stack ends,
+# so its exit status 130 is not an error for make to report.
+dev: $(STAMP)
+	@$(VENV)/bin/spotgate dev $(ARGS) || [ $$? -eq 130 ]
 
 test: venv
 	$(VENV)/bin/ruff check functions tests bench worker_image notebooks

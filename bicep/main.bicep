@@ -112,8 +112,8 @@ param workerSshPublicKey string
 @description('Scope of the fleet manager\'s Virtual Machine Contributor role: each worker scale set (plus a read-only custom role on the group to list them), or the resource group (azd: SPOTGATE_COMPUTE_ROLE_SCOPE).')
 param computeRoleScope string = 'scaleSets'
 
-@description('Require vLLM\'s API key (Key Vault secret vllm-api-key) on the workers\' /v1 routes. Off until the gateway sends it (azd: SPOTGATE_VLLM_API_KEY_REQUIRED).')
-param vllmApiKeyRequired bool = false
+@description('Require vLLM\'s API key (Key Vault secret vllm-api-key) on the workers\' /v1 routes; the gateway reads the same secret and sends it (azd: SPOTGATE_VLLM_API_KEY_REQUIRED).')
+param vllmApiKeyRequired bool = true
 
 // ------------------------------------------------------------------------------------------
 // Control plane

@@ -37,7 +37,7 @@ def test_function_app_indexes_exactly_the_expected_functions(function_app) -> No
         for name, f in functions.items()
     }
     expected_types = {
-        "http_app_func": {"httpTrigger", "http"},
+        "http_app_func": {"httpTrigger", "http", "durableClient"},
         "fleet_monitor": {"orchestrationTrigger"},
         "observe_pool": {"activityTrigger"},
         "provision_workers": {"activityTrigger"},
@@ -65,7 +65,8 @@ def test_the_http_function_uses_the_http_streams_types(function_app) -> None:
     hints = typing.get_type_hints(http.get_user_function())
     assert RequestTrackerMeta.check_type(hints["req"])
     assert ResponseTrackerMeta.check_type(hints["return"])
-    assert set(hints) == {"req", "return"}
+    # the durable client binding arrives as the JSON string the host sends
+    assert set(hints) == {"req", "return", "client"} and hints["client"] is str
 
 
 def test_host_json_serves_the_api_at_the_root() -> None:

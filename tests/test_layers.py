@@ -25,7 +25,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (3, ("hosts",)),
     (4, ("cli", "cli_client", "dev_command", "bench_command", "bench_requests", "bench_stats",
          "worker_process", "journal_command", "keys_command", "usage_command",
-         "prices_command", "simulate_command")),
+         "prices_command", "simulate_command", "serve_command")),
 ]  # fmt: skip
 
 

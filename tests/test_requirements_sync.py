@@ -19,8 +19,9 @@ def _names(lines: list[str]) -> dict[str, str]:
     return found
 
 
-def test_deploy_requirements_match_pyproject_runtime_and_azure_extra() -> None:
+def test_deploy_requirements_match_pyproject_runtime_and_azure_extras() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    expected = _names(project["dependencies"] + project["optional-dependencies"]["azure"])
+    extras = project["optional-dependencies"]
+    expected = _names(project["dependencies"] + extras["azure"] + extras["azure-monitor"])
     deployed = _names((ROOT / "functions" / "requirements.txt").read_text().splitlines())
     assert deployed == expected

@@ -38,6 +38,10 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
     WorkspaceResourceId: workspace.id
     DisableLocalAuth: true
     IngestionMode: 'LogAnalytics'
+    // Custom metrics keep their dimensions in the metrics store: the fleet monitor reads pool
+    // load with a `pool` filter (monitor_signals.py), which otherwise matches nothing.
+    #disable-next-line BCP037
+    CustomMetricsOptedInType: 'WithDimensions'
   }
 }
 

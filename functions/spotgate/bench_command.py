@@ -42,7 +42,7 @@ from spotgate.bench_stats import (
     render_steps,
     render_summary,
 )
-from spotgate.cli_client import auth, discover_key, discover_url
+from spotgate.cli_client import auth, connect_or_exit
 
 DEFAULT_MODEL = "smollm2"
 DEFAULT_PROMPT = "Explain in a few sentences why spot GPUs are cheaper than on-demand ones."
@@ -272,8 +272,8 @@ async def run_bench(
 
 def bench_main(console: Console, options: BenchOptions, json_path: Path | None = None) -> int:
     """The `bench` command: resolve where to go, run with a live display, report; 1 on failures."""
-    url = discover_url(options.url)
-    key = options.key or discover_key()
+    connection = connect_or_exit(options.url)
+    url, key = connection.url, options.key or connection.api_key
     options = replace(options, url=url, key=key, model=resolve_model(url, key, options.model))
     plan = options.plan()
     by_requests = options.requests is not None

@@ -13,30 +13,59 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from spotgate.cli_client import StackClient, render_fleet
+from spotgate.cli_client import GroupOptionsAnywhere, StackClient, render_fleet
 from spotgate.journal_command import fleet_export
 from spotgate.keys_command import keys_app
 from spotgate.prices_command import prices_app
+from spotgate.serve_command import serve
 from spotgate.simulate_command import simulate
 from spotgate.usage_command import usage
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-fleet_app = typer.Typer(help="Look at and poke the worker fleet of a running stack.")
+fleet_app = typer.Typer(
+    cls=GroupOptionsAnywhere,
+    help="Look at and poke the worker fleet of a running stack. "
+    "--url and --json may come before or after the subcommand.",
+)
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(keys_app, name="keys")
 app.add_typer(prices_app, name="prices")
 app.command("usage")(usage)
 app.command("simulate")(simulate)
+app.command("serve")(serve)
 # piped output (scripts, tests) is not cut to 80 columns
 console = Console() if sys.stdout.isatty() else Console(width=200)
 
+# no envvar here: cli_client.resolve_connection reads SPOTGATE_URL, so --url wins over it
 UrlOption = Annotated[
     str,
     typer.Option(
-        envvar="SPOTGATE_URL",
-        help="Base URL of a running stack (default: .spotgate/dev.json's, else :8000).",
+        help="Base URL of a running stack (default: SPOTGATE_URL, else the nearest "
+        ".spotgate/dev.json's, else http://127.0.0.1:8000).",
     ),
 ]
+
+
+EngineArgOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--engine-arg",
+        help="vllm: one more flag for vLLM's server, repeatable, e.g. "
+        "--engine-arg=--enable-auto-tool-choice --engine-arg=--tool-call-parser=hermes.",
+    ),
+]
+
+
+def _engine_args(values: list[str] | None, engine: str) -> list[str]:
+    """Checked before anything starts, so a bad flag is a usage error, not a dead worker."""
+    from spotgate.engines.vllm_engine import engine_args
+
+    if values and engine != "vllm":
+        raise typer.BadParameter("only --engine vllm takes engine flags", param_hint="--engine-arg")
+    try:
+        return engine_args(values or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--engine-arg") from None
 
 
 @app.command()
@@ -45,7 +74,14 @@ def dev(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     workers: Annotated[int, typer.Option(min=0, help="Workers to start.")] = 2,
     engine: Annotated[str, typer.Option(help="vllm (real, CPU) or sim (simulator).")] = "vllm",
-    model: Annotated[str, typer.Option(help="Served model name.")] = "",
+    model: Annotated[
+        str, typer.Option(help="Served model name (default: smollm2; sim: sim-model).")
+    ] = "",
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(help="vllm: serve this Hugging Face model folder instead of SmolLM2."),
+    ] = None,
+    engine_arg: EngineArgOption = None,
     ttft_ms: Annotated[float, typer.Option(help="sim: time to first token.")] = 20.0,
     tokens_per_s: Annotated[float, typer.Option(help="sim: decode speed.")] = 200.0,
     max_concurrency: Annotated[int, typer.Option(help="sim: concurrent sequences.")] = 16,
@@ -88,10 +124,23 @@ def dev(
 
     if engine not in ("vllm", "sim"):
         raise typer.BadParameter("use vllm or sim", param_hint="--engine")
+    extra = _engine_args(engine_arg, engine)
+    if model_dir is not None:
+        if engine != "vllm":
+            raise typer.BadParameter(
+                "only --engine vllm serves a model folder", param_hint="--model-dir"
+            )
+        if not (model_dir / "config.json").is_file():
+            raise typer.BadParameter(
+                f"{model_dir} has no config.json: give a Hugging Face model folder",
+                param_hint="--model-dir",
+            )
     options = DevOptions(
         workers=workers,
         engine=engine,
-        model=model or ("smollm2" if engine == "vllm" else "sim-model"),
+        model=model or _default_model(engine, model_dir),
+        model_dir=model_dir.resolve() if model_dir is not None else None,
+        engine_args=extra,
         ttft_ms=ttft_ms,
         tokens_per_s=tokens_per_s,
         max_concurrency=max_concurrency,
@@ -116,6 +165,12 @@ def dev(
             "monitor_tick_s": tick,
         },
     )
+
+
+def _default_model(engine: str, model_dir: Path | None) -> str:
+    if engine == "sim":
+        return "sim-model"
+    return model_dir.resolve().name if model_dir is not None else "smollm2"
 
 
 @app.command()
@@ -145,9 +200,12 @@ def worker(
         "spot"
     ),
     zone: Annotated[str | None, typer.Option(help="Availability zone (reported).")] = None,
+    engine_arg: EngineArgOption = None,
 ) -> None:
     """Run one engine and its agent (used by `dev`, and the model for the VM image)."""
     from spotgate.worker_process import WorkerOptions, run_worker
+
+    extra = _engine_args(engine_arg, engine)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
     options = WorkerOptions(
@@ -168,6 +226,7 @@ def worker(
         pooling=pooling,
         priority=priority,
         zone=zone,
+        engine_args=extra,
     )
     raise typer.Exit(asyncio.run(run_worker(options)))
 
@@ -192,6 +251,7 @@ def fleet(
 ) -> None:
     """Show every worker: id, state, engine, model, in-flight, last heartbeat."""
     ctx.obj = StackClient(url)
+    ctx.meta["json"] = as_json
     if ctx.invoked_subcommand is not None:
         return
     status = ctx.obj.call("GET", "/fleet")
@@ -201,11 +261,20 @@ def fleet(
         render_fleet(console, status)
 
 
+def _as_json(ctx: typer.Context, result: Any) -> bool:
+    """Prints `result` and says so when `--json` was given (before or after the subcommand)."""
+    if not ctx.meta.get("json"):
+        return False
+    console.print_json(json.dumps(result))
+    return True
+
+
 @fleet_app.command("kill")
 def fleet_kill(ctx: typer.Context, worker_id: str) -> None:
     """Crash a local worker without notice (SIGKILL of its process group)."""
-    ctx.obj.call("POST", f"/fleet/workers/{worker_id}/kill")
-    console.print(f"killed [bold]{worker_id}[/bold]")
+    result = ctx.obj.call("POST", f"/fleet/workers/{worker_id}/kill")
+    if not _as_json(ctx, result if result is not None else {"killed": worker_id}):
+        console.print(f"killed [bold]{worker_id}[/bold]")
 
 
 @fleet_app.command("evict")
@@ -218,10 +287,11 @@ def fleet_evict(
     event: dict[str, Any] = ctx.obj.call(
         "POST", f"/fleet/workers/{worker_id}/evict", {"notice_s": notice}
     )
-    console.print(
-        f"eviction scheduled for [bold]{worker_id}[/bold]: event {event.get('EventId')}, "
-        f"not before {event.get('NotBefore')}"
-    )
+    if not _as_json(ctx, event):
+        console.print(
+            f"eviction scheduled for [bold]{worker_id}[/bold]: event {event.get('EventId')}, "
+            f"not before {event.get('NotBefore')}"
+        )
 
 
 @fleet_app.command("spot")
@@ -236,8 +306,9 @@ def fleet_spot(
     result: dict[str, Any] = ctx.obj.call(
         "POST", "/fleet/spot", {"available": available, "zone": zone}
     )
-    refused = ", ".join(result.get("refused_zones") or []) or "none"
-    console.print(f"spot refused in: [bold]{refused}[/bold] ('*' = every zone)")
+    if not _as_json(ctx, result):
+        refused = ", ".join(result.get("refused_zones") or []) or "none"
+        console.print(f"spot refused in: [bold]{refused}[/bold] ('*' = every zone)")
 
 
 fleet_app.command("export")(fleet_export)
@@ -245,14 +316,10 @@ fleet_app.command("export")(fleet_export)
 
 @app.command()
 def bench(
-    url: Annotated[
-        str,
-        typer.Option(
-            envvar="SPOTGATE_URL",
-            help="Base URL (default: .spotgate/dev.json's, else http://127.0.0.1:8000).",
-        ),
+    url: UrlOption = "",
+    key: Annotated[
+        str, typer.Option(help="API key (default: SPOTGATE_API_KEY, else dev.json's).")
     ] = "",
-    key: Annotated[str, typer.Option(envvar="SPOTGATE_API_KEY", help="API key.")] = "",
     model: Annotated[str, typer.Option(help="Model (default: smollm2, else the first).")] = "",
     concurrency: Annotated[int, typer.Option(min=1, help="Closed-loop clients.")] = 8,
     duration: Annotated[float, typer.Option(min=0.001, help="Seconds to run.")] = 30.0,

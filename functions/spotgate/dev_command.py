@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from rich.rule import Rule
 
 from spotgate.adapters.local.private_files import private_file
 from spotgate.cli_client import DEV_CONNECTION_FILE
+from spotgate.hosts.dev_catalogue import with_dev_catalogue
 from spotgate.hosts.http import http_protocol_for
 from spotgate.hosts.local import DevOptions, build_dev_app, dev_settings
 from spotgate.runtime import Runtime
@@ -45,6 +47,35 @@ def _banner(url: str, key: str, model: str) -> str:
 
   python -c "from openai import OpenAI; c = OpenAI(); print(c.chat.completions.create(model='{model}', messages=[{{'role': 'user', 'content': 'What is the capital of France?'}}], temperature=0).choices[0].message.content)"
 """  # noqa: E501
+
+
+def _prepare_smollm2(console: Console) -> Path:
+    """The SmolLM2 folder; the first run's conversion (about a minute) says what it does,
+    on lines that stay, rather than behind a spinner that vanishes."""
+    from spotgate.engines.local_model import default_model_cache, prepare_smollm2
+
+    with console.status("Preparing SmolLM2-135M-Instruct") as status:
+
+        def say(message: str) -> None:
+            console.print(f"  {message}", highlight=False)
+            status.update(message)
+
+        model_dir = prepare_smollm2(default_model_cache(), progress=say)
+    console.print(f"model: {model_dir}")
+    return model_dir
+
+
+def _model_names(settings: Settings) -> str:
+    """What a client may ask for, as /v1/models will list it."""
+    names = []
+    for entry in settings.gateway.model_catalogue:
+        also = f" (also: {', '.join(entry.aliases)})" if entry.aliases else ""
+        names.append(f"{entry.name}{also}")
+    if settings.gateway.auto_model_name and any(
+        entry.auto and entry.mode != "embedding" for entry in settings.gateway.model_catalogue
+    ):
+        names.append(f"{settings.gateway.auto_model_name} (the cheapest model that fits)")
+    return ", ".join(names) or ", ".join(settings.models)
 
 
 def log_access_to(path: Path) -> Path:
@@ -78,13 +109,11 @@ def run_dev(
     pools = [*settings.pools, "embeddings"] if options.embeddings else settings.pools
     models = [options.model, *settings.models]
     settings = settings.model_copy(update={"models": models, "pools": pools})
-    if options.engine == "vllm":
-        from spotgate.engines.local_model import default_model_cache, prepare_smollm2
-
-        with console.status("Preparing SmolLM2-135M-Instruct (once)") as status:
-            model_dir = prepare_smollm2(default_model_cache(), progress=status.update)
-        console.print(f"model: {model_dir}")
-        options = replace(options, model_dir=model_dir)
+    settings = with_dev_catalogue(settings, options)  # before model_dir is filled in below
+    if options.engine == "vllm" and options.model_dir is None:
+        options = replace(options, model_dir=_prepare_smollm2(console))
+    elif options.model_dir is not None:
+        console.print(f"model: {options.model_dir}")
     url = settings.base_url()
     _write_connection_file(url, key, settings.admin_key or "")
     access_log = log_access_to(settings.data_dir / "access.log")
@@ -92,6 +121,7 @@ def run_dev(
     def on_ready(runtime: Runtime) -> None:
         console.print(Rule(style="green"))
         console.print(_banner(url, key, options.model), soft_wrap=True, highlight=False)
+        console.print(f"  models: {_model_names(settings)}", highlight=False)
         console.print(Rule(style="green"))
 
     size = (
@@ -115,5 +145,7 @@ def run_dev(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    uvicorn.Server(config).run()
+    # uvicorn re-raises the Ctrl-C it shut down for: the stack stopped cleanly, so exit 0
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run()
     console.print("stopped")

@@ -21,6 +21,7 @@ FLEET_TOKEN = "fleet-token"
 KEY_SALT = "key-salt"  # hashes API keys before they are stored or compared
 API_KEY = "api-key"
 METRICS_TOKEN = "metrics-token"  # lets a Prometheus scraper read /metrics, nothing else
+WORKER_API_KEY = "vllm-api-key"  # vLLM's --api-key on the workers; only the gateway sends it
 
 
 class SecretStore(Protocol):

@@ -14,9 +14,12 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spotgate.engines.vllm_engine import VllmLaunch
 
 log = logging.getLogger("spotgate.worker")
 
@@ -48,6 +51,8 @@ class WorkerOptions:
     pooling: bool = False
     priority: str = "spot"
     zone: str | None = None
+    engine_args: list[str] = field(default_factory=list)
+    """Extra vLLM flags (already checked by `engines.vllm_engine.engine_args`)."""
 
 
 def _agent_command(options: WorkerOptions) -> list[str]:
@@ -107,24 +112,33 @@ async def _serve_sim(options: WorkerOptions) -> None:
     await server.serve()
 
 
-async def _start_vllm(options: WorkerOptions) -> asyncio.subprocess.Process:
+def vllm_launch(options: WorkerOptions) -> VllmLaunch:
+    """How this worker runs vLLM: its folder, served name, address, and the user's flags
+    last, so a flag the worker does not own (say --max-model-len) overrides its default."""
     from spotgate.engines.vllm_engine import VllmLaunch
 
     if options.model_dir is None:
         raise SystemExit("--model-dir is required with --engine vllm")
     pooling: dict[str, Any] = {}
+    extra_args = list(options.engine_args)
     if options.pooling:
         from spotgate.engines.embedding_model import vllm_pooling_args
 
-        pooling = {"dtype": "float32", "max_model_len": 256, "extra_args": vllm_pooling_args()}
-    launch = VllmLaunch(
+        pooling = {"dtype": "float32", "max_model_len": 256}
+        extra_args = [*vllm_pooling_args(), *extra_args]
+    return VllmLaunch(
         model_dir=options.model_dir,
         served_model_name=options.model,
         host=options.host,
         port=options.port,
+        extra_args=extra_args,
         **pooling,
         extra_env={"VLLM_CPU_OMP_THREADS_BIND": options.cpu_cores} if options.cpu_cores else {},
     )
+
+
+async def _start_vllm(options: WorkerOptions) -> asyncio.subprocess.Process:
+    launch = vllm_launch(options)
     return await asyncio.create_subprocess_exec(
         *launch.command(), env={**os.environ, **launch.env()}, stdin=asyncio.subprocess.DEVNULL
     )
@@ -138,6 +152,8 @@ async def run_worker(options: WorkerOptions) -> int:
 
     engine_task: asyncio.Future[object]
     vllm: asyncio.subprocess.Process | None = None
+    if options.engine == "sim" and options.engine_args:
+        raise SystemExit("--engine-arg is for --engine vllm; the sim engine takes none")
     if options.engine == "sim":
         engine_task = asyncio.ensure_future(_serve_sim(options))
     elif options.engine == "vllm":

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import orjson
 import uvicorn
 from azurefunctions.extensions.http.fastapi import (
     Request,
@@ -63,3 +64,32 @@ async def functions_worker(handler: Handler) -> AsyncIterator[str]:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
         sock.close()
+
+
+def durable_binding(port: int) -> str:
+    """The durableClient binding value the host hands the function: a JSON string."""
+    base = f"http://127.0.0.1:{port}/runtime/webhooks/durabletask"
+    query = "taskHub=spotgate&connection=Storage&code=hostkey"
+    instance = f"{base}/instances/INSTANCEID"
+    return orjson.dumps(
+        {
+            "taskHubName": "spotgate",
+            "creationUrls": {
+                "createNewInstancePostUri": f"{base}/orchestrators/{{functionName}}"
+                f"[/{{instanceId}}]?{query}",
+                "createAndWaitOnNewInstancePostUri": f"{base}/orchestrators/{{functionName}}"
+                f"[/{{instanceId}}]?timeout={{timeoutInSeconds}}&{query}",
+            },
+            "managementUrls": {
+                "id": "INSTANCEID",
+                "statusQueryGetUri": f"{instance}?{query}",
+                "sendEventPostUri": f"{instance}/raiseEvent/{{eventName}}?{query}",
+                "terminatePostUri": f"{instance}/terminate?reason={{text}}&{query}",
+                "purgeHistoryDeleteUri": f"{instance}?{query}",
+            },
+            "baseUrl": base,
+            "requiredQueryStringParameters": query,
+            "rpcBaseUrl": f"http://127.0.0.1:{port}/durabletask/",
+            "httpBaseUrl": "",
+        }
+    ).decode()

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import azure.durable_functions as df
 import azure.functions as func
 import httpx
 import orjson
@@ -31,7 +32,7 @@ from spotgate.hosts.gateway import build_runtime
 from spotgate.runtime import Runtime
 from spotgate.settings import Settings
 from tests.api.test_gateway_api import API_KEY, auth
-from tests.azure_host.functions_worker import functions_worker
+from tests.azure_host.functions_worker import durable_binding, functions_worker
 from tests.conftest import serve_asgi
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -54,7 +55,7 @@ class Gateway:
 
 def http_function(asgi_app: Any) -> Any:
     """The user function of the one HTTP function `register_http_api` indexes."""
-    function_app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+    function_app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
     register_http_api(function_app, asgi_app)
     [function] = function_app.get_functions()
     return function.get_user_function()
@@ -69,7 +70,9 @@ async def gateway(sim_worker: str) -> AsyncIterator[Gateway]:
     user_function = http_function(app)
     try:
         async with (
-            functions_worker(lambda request: user_function(req=request)) as url,
+            functions_worker(
+                lambda request: user_function(req=request, client=durable_binding(9))
+            ) as url,
             httpx.AsyncClient(base_url=url, timeout=30) as client,
         ):
             yield Gateway(client, runtime, app)

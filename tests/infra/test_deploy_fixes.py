@@ -757,6 +757,22 @@ def test_the_workers_pull_from_the_registry_the_template_creates() -> None:
     assert "az acr import" in deploy_section()
 
 
+def test_vllm_requires_the_key_by_default_now_that_the_gateway_sends_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert param_default("main.bicep", "vllmApiKeyRequired") is True
+    from spotgate.adapters.azure import key_vault_secrets
+    from spotgate.hosts.azure import azure_secrets
+    from spotgate.settings import AzureSettings, Settings
+
+    read: list[str] = []
+    monkeypatch.setattr(
+        key_vault_secrets, "KeyVaultSecrets", lambda url, credential, names: read.extend(names)
+    )
+    azure_secrets(Settings(azure=AzureSettings(key_vault_url="https://kv.vault.azure.net")))
+    assert "vllm-api-key" in read, "the gateway reads the key the workers require"
+
+
 def test_vllm_requires_the_key_from_key_vault_when_on() -> None:
     text = (MODULES / "workers.bicep").read_text()
     assert "'__VLLM_KEY_SECRET__', vllmApiKeySecretName)" in text

@@ -77,6 +77,7 @@ class FakeContext:
         self._observations = list(observations)
         self._wake_at_ticks = wake_at_ticks
         self.current_utc_datetime = datetime(2024, 1, 1, tzinfo=UTC)
+        self.is_replaying = False  # every step is new: the orchestrator reports each tick
         self.calls: list[tuple[str, Any]] = []
         self.tasks: list[FakeTask] = []
         self.custom_status: Any = None

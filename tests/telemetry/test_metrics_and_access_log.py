@@ -34,12 +34,17 @@ SCRAPE_TOKEN = "scrape-test"
 
 
 @pytest.fixture
-def runtime(monkeypatch: pytest.MonkeyPatch) -> Runtime:
+def upstream() -> EchoUpstream:
+    return EchoUpstream()
+
+
+@pytest.fixture
+def runtime(monkeypatch: pytest.MonkeyPatch, upstream: EchoUpstream) -> Runtime:
     monkeypatch.setenv("SPOTGATE_METRICS_TOKEN", SCRAPE_TOKEN)
     settings = Settings(
         api_keys=[API_KEY], admin_key=ADMIN_KEY, fleet_token=FLEET_TOKEN, capacity_wait_s=0
     )
-    return build_runtime(settings, InMemoryWorkerStore(), upstream=EchoUpstream())
+    return build_runtime(settings, InMemoryWorkerStore(), upstream=upstream)
 
 
 @pytest.fixture
@@ -122,7 +127,10 @@ async def test_fleet_gauges_follow_the_registry_and_journal(
 
 
 async def test_one_json_access_line_per_request_with_the_id_the_client_saw(
-    client: httpx.AsyncClient, runtime: Runtime, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    upstream: EchoUpstream,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await register(client, runtime)
     caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
@@ -142,8 +150,6 @@ async def test_one_json_access_line_per_request_with_the_id_the_client_saw(
     assert (first["model"], first["status"], first["worker_id"]) == ("m", 200, "w1")
     assert (first["prompt_tokens"], first["completion_tokens"]) == (3, 1)
     # the worker got the same id, so its own logs join this line
-    upstream = runtime.upstream
-    assert isinstance(upstream, EchoUpstream)
     assert upstream.requests[0][2]["X-Request-ID"] == "req-abc-123"
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from spotgate.engines.vllm_engine import OFFLINE_ENV
+from spotgate.telemetry.durations import format_duration
 
 Progress = Callable[[str], None]
 
@@ -219,7 +220,7 @@ def prepare_smollm2(cache_dir: Path, *, progress: Progress | None = None) -> Pat
             return target
         if locked:
             _remove_leftovers(target.parent)
-        say(f"Converting {gguf.name} to a vLLM model folder (once; about 30 s)")
+        say(f"Converting {gguf.name} to a vLLM model folder (once; about a minute)")
         started = time.monotonic()
         scratch = Path(tempfile.mkdtemp(prefix=f".{MODEL_FOLDER}.", dir=target.parent))
         try:
@@ -234,7 +235,7 @@ def prepare_smollm2(cache_dir: Path, *, progress: Progress | None = None) -> Pat
             os.replace(scratch, target)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        say(f"Model ready in {time.monotonic() - started:.0f} s: {target}")
+        say(f"Model ready in {format_duration(time.monotonic() - started)}: {target}")
     return target
 
 

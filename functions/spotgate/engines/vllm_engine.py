@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -27,6 +28,47 @@ OFFLINE_ENV: dict[str, str] = {
     "TQDM_DISABLE": "1",
     "TOKENIZERS_PARALLELISM": "false",
 }
+
+
+# What the worker itself sets on vLLM's command line: the agent and the gateway reach vLLM at
+# host:port, route by the served name, and send no API key, so another value cuts it off.
+WORKER_OWNED_FLAGS: dict[str, str] = {
+    "--model": "the model folder is --model-dir",
+    "--served-model-name": "the served name is --model",
+    "--host": "the agent and the gateway reach vLLM there",
+    "--port": "the agent and the gateway reach vLLM there",
+    "--uds": "the agent and the gateway reach vLLM over TCP",
+    "--api-key": "the gateway holds the keys; workers take none",
+}
+
+
+def engine_args(values: list[str]) -> list[str]:
+    """vLLM arguments from `--engine-arg` values, each split as a shell would
+    (`--engine-arg="--tool-call-parser hermes"` is two). ValueError, naming the flag, for one
+    the worker sets itself (argparse's abbreviations included: `--serv` is
+    `--served-model-name`), an empty value, or unbalanced quotes."""
+    tokens: list[str] = []
+    for value in values:
+        try:
+            split = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"--engine-arg {value!r}: {exc}") from None
+        if not split:
+            raise ValueError("--engine-arg is empty; give a vLLM flag, e.g. --enforce-eager")
+        tokens += split
+    if tokens and not tokens[0].startswith("-"):
+        raise ValueError(
+            f"--engine-arg {tokens[0]!r} is a value with no flag before it; "
+            "write --engine-arg=--flag=value"
+        )
+    for token in tokens:
+        name = token.partition("=")[0].replace("_", "-")
+        if not name.startswith("--") or len(name) < 4:
+            continue
+        for flag, why in WORKER_OWNED_FLAGS.items():
+            if flag.startswith(name):
+                raise ValueError(f"--engine-arg {token!r}: the worker sets {flag} itself ({why})")
+    return tokens
 
 
 class EngineStartError(RuntimeError):

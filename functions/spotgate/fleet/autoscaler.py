@@ -196,21 +196,21 @@ class QueueDepth(Autoscaler, name="queue-depth", default=True):
             return self._result(current, STEADY, why, fresh)
 
         if wanted == 0 and idle_since is not None and now - idle_since >= cfg.idle_to_zero_s:
-            why = f"scale to zero: idle for {now - idle_since:g}s"
+            why = f"scale to zero: idle for {now - idle_since:.0f}s"
             return self._result(0, IDLE_TO_ZERO, why, fresh)
         floor = max(wanted, 1) if cfg.min_workers == 0 and current >= 1 else wanted
         if floor >= current:
             left = cfg.idle_to_zero_s - (now - (idle_since if idle_since is not None else now))
-            return self._result(current, IDLE_HOLD, f"idle: zero after {left:g}s more", fresh)
+            return self._result(current, IDLE_HOLD, f"idle: zero after {left:.0f}s more", fresh)
 
         since = state.lower_since if state.lower_since is not None else now
         peak = max(floor, state.lower_peak if state.lower_peak is not None else floor)
         held = now - since
         if held >= cfg.scale_down_stabilisation_s:
-            why = f"scale down: {peak} has sufficed for {held:g}s"
+            why = f"scale down: {peak} has sufficed for {held:.0f}s"
             return self._result(peak, SCALE_DOWN_AFTER_WINDOW, why, fresh)
         left = cfg.scale_down_stabilisation_s - held
-        why = f"holding {current}: load {load:g} needs {floor}, scale down in {left:g}s"
+        why = f"holding {current}: load {load:g} needs {floor}, scale down in {left:.0f}s"
         pending = replace(state, lower_since=since, lower_peak=peak)
         return self._result(current, SCALE_DOWN_PENDING, why, pending)
 

@@ -214,7 +214,7 @@ class SpotFirst(CapacityMix, name="spot-first", default=True):
                 reasons.append((EVICTION_BURST, burst_text))
             if not (spot_refused or burst):
                 left = cfg.spot_healthy_cooldown_s - (now - (trouble_at or now))
-                kept = f"spot healthy again, on-demand kept {left:g}s more"
+                kept = f"spot healthy again, on-demand kept {left:.0f}s more"
                 reasons.append((ON_DEMAND_KEPT, kept))
         else:
             on_demand = base

@@ -210,7 +210,7 @@ class SpotHedge(CapacityMix, name="spot-hedge"):
                 reasons.append((ON_DEMAND_COVERS_GAP, covers))
         if on_demand > base + gap:
             left = cfg.spot_ready_cooldown_s - (now - (trouble_at or now))
-            reasons.append((ON_DEMAND_KEPT, f"spot ready again, on-demand kept {left:g}s more"))
+            reasons.append((ON_DEMAND_KEPT, f"spot ready again, on-demand kept {left:.0f}s more"))
         if od_live > on_demand:  # in the cool-down only when the pool itself shrank
             why = "pool smaller" if cooling else "spot ready for the cool-down"
             reasons.append((RELEASING_ON_DEMAND, f"{why}, releasing on-demand"))

@@ -118,6 +118,12 @@ class Admission:
         self._timeout_retry = timeout_retry_after_s
         self._pools: dict[str, _Pool] = {}
         self._cold_listeners: list[Callable[[str], None]] = []
+        self._wait_listeners: list[Callable[[str, float], None]] = []
+
+    def on_wait_ended(self, listener: Callable[[str, float], None]) -> None:
+        """`listener(pool, waited_s)` each time a request gets its slot (0 when one was free)
+        or gives up waiting: the admission wait an operator charts."""
+        self._wait_listeners.append(listener)
 
     def on_cold_wait(self, listener: Callable[[str], None]) -> None:
         """`listener(pool)` when a request starts waiting on a pool with no capacity at all.
@@ -140,7 +146,7 @@ class Admission:
             self._grant(pool, state)  # capacity may have grown without a notify
         if not state.waiters and state.in_use < self._capacity(pool):
             state.in_use += 1
-            return Admitted(self, pool, 0.0)
+            return self._admitted(pool, 0.0)
         if len(state.waiters) >= self._max_queue:
             raise QueueFull(pool, len(state.waiters), self._full_retry)
         if deadline_s <= 0:
@@ -158,14 +164,16 @@ class Admission:
         except TimeoutError:
             if not waiter.granted:  # a grant that raced the deadline still counts
                 self._forget(state, waiter)
-                raise AdmissionTimeout(pool, loop.time() - started, self._timeout_retry) from None
+                waited = loop.time() - started
+                self._wait_ended(pool, waited)
+                raise AdmissionTimeout(pool, waited, self._timeout_retry) from None
         except BaseException:
             if waiter.granted:
                 self._release(pool)
             else:
                 self._forget(state, waiter)
             raise
-        return Admitted(self, pool, loop.time() - started)
+        return self._admitted(pool, loop.time() - started)
 
     @contextlib.asynccontextmanager
     async def slot(self, pool: str, deadline_s: float) -> AsyncIterator[Admitted]:
@@ -204,6 +212,14 @@ class Admission:
         )
 
     # internals
+
+    def _admitted(self, pool: str, waited_s: float) -> Admitted:
+        self._wait_ended(pool, waited_s)
+        return Admitted(self, pool, waited_s)
+
+    def _wait_ended(self, pool: str, waited_s: float) -> None:
+        for listener in self._wait_listeners:
+            listener(pool, waited_s)
 
     def _release(self, pool: str) -> None:
         state = self._pools[pool]

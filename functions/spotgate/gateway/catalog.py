@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from spotgate.errors import InvalidRequest
 from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.worker import WorkerState
 from spotgate.gateway.model_catalogue import ModelEntry, SpilloverTarget, check_unique_names
@@ -55,6 +56,34 @@ class ResolvedModel:
     def of(cls, entry: ModelEntry, requested: str | None = None) -> ResolvedModel:
         return cls(requested or entry.name, entry.name, entry.worker_model, entry.pool, entry)
 
+    def check_endpoint(self, path: str) -> None:
+        """A 400 for an endpoint the entry's `mode` rules out, before a worker is asked:
+        vLLM serves only its model's routes and answers the others a bare 404."""
+        mode = self.entry.mode if self.entry is not None else None
+        wanted = endpoint_mode(path)
+        if mode is not None and wanted is not None and wanted != mode:
+            raise wrong_endpoint(self.name, path, mode)
+
+
+def endpoint_mode(path: str) -> str | None:
+    """The catalogue `mode` that serves `path` (None: not a model endpoint)."""
+    if path.endswith("/embeddings"):
+        return "embedding"
+    return "chat" if path.endswith("/completions") else None
+
+
+def wrong_endpoint(model: str, path: str, mode: str | None) -> InvalidRequest:
+    """The error for a model asked at an endpoint it does not serve; `mode` when known."""
+    if mode == "chat":
+        why = f"The model '{model}' is a chat model: it does not serve {path}."
+    elif mode == "embedding":
+        why = f"The model '{model}' is an embedding model: it serves /v1/embeddings only."
+    else:
+        why = f"The model '{model}' does not serve {path} (its workers have no such endpoint)."
+    return InvalidRequest(
+        f"{why} GET /v1/models lists the models.", param="model", code="unsupported_endpoint"
+    )
+
 
 def rewrite_model(raw: bytes, body: dict[str, Any], model: str) -> bytes:
     """The bytes to send when workers call the model differently; the client's bytes if not.
@@ -85,10 +114,9 @@ class ModelCatalog:
         for entry in self._entries:
             self._by_served.setdefault(entry.worker_model, entry)
         self._configured = frozenset(configured) - self._by_name.keys() - self._by_served.keys()
-        self._auto_name = auto_name if any(e.auto for e in self._entries) else None
-        self._auto = tuple(
-            sorted((e for e in self._entries if e.auto), key=lambda e: (e.price, e.name))
-        )
+        choosable = [e for e in self._entries if e.auto and e.mode != "embedding"]
+        self._auto_name = auto_name if choosable else None
+        self._auto = tuple(sorted(choosable, key=lambda e: (e.price, e.name)))
 
     @property
     def entries(self) -> tuple[ModelEntry, ...]:

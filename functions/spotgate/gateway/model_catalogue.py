@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -46,6 +46,9 @@ class ModelEntry(BaseModel):
     tokens and only rank models for `model: "auto"`; `auto: false` keeps a
     model (an embedding model, say) out of that choice. `limits` bound what
     one request may ask of this model's workers (None: the gateway's defaults).
+    `mode` says which endpoints the model serves (LiteLLM's `model_info.mode`): `chat`
+    (chat and text completions) or `embedding`; a request to another endpoint is a 400
+    before any worker sees it. Unset: whatever its workers answer.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -63,6 +66,7 @@ class ModelEntry(BaseModel):
     limits: RequestLimits | None = None
     groups: list[str] = Field(default_factory=list)
     """Model groups it belongs to: a key allowed a group may call every model in it."""
+    mode: Literal["chat", "embedding"] | None = None
 
     @property
     def worker_model(self) -> str:

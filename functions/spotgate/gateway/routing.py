@@ -13,6 +13,8 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
 from typing import Any
 
+import orjson
+
 from spotgate.errors import ModelNotFound, NoCapacity, UpstreamError
 from spotgate.gateway.admission import (
     Admission,
@@ -22,7 +24,7 @@ from spotgate.gateway.admission import (
     QueueFull,
 )
 from spotgate.gateway.auto_model import AutoModelChooser
-from spotgate.gateway.catalog import ModelCatalog, ResolvedModel, rewrite_model
+from spotgate.gateway.catalog import ModelCatalog, ResolvedModel, rewrite_model, wrong_endpoint
 from spotgate.gateway.forwarding import Forwarder, Reply, StreamReply
 from spotgate.gateway.model_catalogue import ModelEntry
 from spotgate.gateway.relay import Relay
@@ -97,6 +99,23 @@ class Router:
         *,
         stream: bool,
     ) -> Reply | StreamReply:
+        resolved.check_endpoint(path)
+        result = await self._forward(path, resolved, raw, body, headers, stream=stream)
+        if isinstance(result, Reply) and _is_missing_route(result):
+            refusal = wrong_endpoint(resolved.name, path, None)
+            return replace(result, status=refusal.status_code, body=orjson.dumps(refusal.body()))
+        return result
+
+    async def _forward(
+        self,
+        path: str,
+        resolved: ResolvedModel,
+        raw: bytes,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        *,
+        stream: bool,
+    ) -> Reply | StreamReply:
         served = resolved.served_name
         raw = rewrite_model(raw, body, served)
         can_spill = self._spillover is not None and resolved.spillover is not None
@@ -140,3 +159,19 @@ class Router:
         if stream:
             return await self._spillover.forward_stream(resolved.entry, path, body, headers)
         return await self._spillover.forward(resolved.entry, path, body, headers)
+
+
+def _is_missing_route(reply: Reply) -> bool:
+    """A worker's 404 that carries no OpenAI error: vLLM registers only the routes its
+    model serves, so asking a chat model for embeddings gets FastAPI's `{"detail": "Not
+    Found"}`; a 404 with a message (an unknown model name) is passed on as it is."""
+    if reply.status != 404:
+        return False
+    try:
+        parsed = orjson.loads(reply.body) if reply.body else None
+    except orjson.JSONDecodeError:
+        return True
+    if not isinstance(parsed, dict):
+        return True
+    error = parsed.get("error")
+    return not (isinstance(error, dict) and error.get("message")) and not parsed.get("message")

@@ -50,13 +50,14 @@ from spotgate.gateway.tenancy.admins import AdminTokens, Roles
 from spotgate.gateway.tenancy.tenancy import Tenancy, TenancyStores
 from spotgate.gateway.token_counting import TokenCounter
 from spotgate.gateway.upstream import UpstreamClient
+from spotgate.gateway.worker_key import WorkerKeyUpstream
 from spotgate.hosts.tenancy import build_tenancy, memory_stores, settings_secrets
 from spotgate.orchestrations.control import MonitorWaker, OrchestrationControl
 from spotgate.orchestrations.monitor_contract import MonitorPlan
 from spotgate.runtime import Lifecycle, LocalFaults, Runtime, ScheduledEventsSource
 from spotgate.secret_store import SecretStore
 from spotgate.settings import Settings
-from spotgate.telemetry.fleet_metrics import FleetCollector
+from spotgate.telemetry.fleet_metrics import FleetReadings
 from spotgate.telemetry.telemetry import Telemetry, TelemetryStep
 
 
@@ -172,11 +173,14 @@ def build_gateway(
     secrets: SecretStore | None = None,
     tenancy_stores: TenancyStores | None = None,
     admin_tokens: AdminTokens | None = None,
+    telemetry: Telemetry | None = None,
 ) -> GatewayParts:
     """`steps` run after the built-in ones (request limits, keys, limits, metering).
     Without `secrets`, the environment and the settings' keys; without `tenancy_stores`,
-    memory (keys made through the admin API last as long as the process)."""
+    memory (keys made through the admin API last as long as the process); without
+    `telemetry`, the global OpenTelemetry providers beside `/metrics`."""
     clock = clock or SystemClock()
+    telemetry = telemetry or Telemetry()
     secrets = secrets or settings_secrets(settings)
     ttls = [
         settings.cache.ttl_s,
@@ -190,10 +194,14 @@ def build_gateway(
         failure_threshold=settings.gateway.breaker_failure_threshold,
         max_cooldown_s=settings.gateway.breaker_max_cooldown_s,
     )
-    upstream = upstream or PooledHttpUpstream(
-        connect_timeout_s=settings.gateway.upstream_connect_timeout_s,
-        read_timeout_s=settings.gateway.upstream_read_timeout_s,
-        stream_read_timeout_s=settings.gateway.upstream_stream_read_timeout_s,
+    upstream = WorkerKeyUpstream(
+        upstream
+        or PooledHttpUpstream(
+            connect_timeout_s=settings.gateway.upstream_connect_timeout_s,
+            read_timeout_s=settings.gateway.upstream_read_timeout_s,
+            stream_read_timeout_s=settings.gateway.upstream_stream_read_timeout_s,
+        ),
+        secrets.get,
     )
     options = PolicyOptions(
         settings.gateway.prefix_affinity_chars,
@@ -203,7 +211,7 @@ def build_gateway(
     )
     forwarder = Forwarder(
         registry,
-        upstream,
+        telemetry.traced(upstream, registry),  # a span per attempt on a worker
         SelectionPolicy.make(policy or settings.gateway.selection_policy, in_flight, options),
         in_flight,
         health,
@@ -222,6 +230,7 @@ def build_gateway(
         ),
     )
     router = _router(settings, registry, forwarder, upstream, health, secrets)
+    router.admission.on_wait_ended(telemetry.admitted)
     store_for_cache = cache_store or _cache_store(settings, clock)
     cache = None
     if store_for_cache is not None:
@@ -236,7 +245,6 @@ def build_gateway(
         settings, tenancy_stores or memory_stores(clock), secrets, registry, clock
     )
     authorise, *accounting = tenancy.steps
-    telemetry = Telemetry()
     serving = Serving(
         router,
         registry,
@@ -342,12 +350,13 @@ def assemble_runtime(
         worker_networks=parse_networks(settings.fleet.worker_networks),
     )
     parts.telemetry.watch_fleet(
-        FleetCollector(
+        FleetReadings(
             parts.registry,
             journal,
             parts.clock,
             settings.pools,
             parts.router.admission.depth,
+            in_flight=parts.router.admission.in_use,
             breaker_open=lambda: [
                 w.id for w in parts.registry.all() if parts.health.state(w.id) == BreakerState.OPEN
             ],
@@ -387,6 +396,7 @@ def build_runtime(
     policy: str | None = None,
     cache_store: CacheStore | None = None,
     tenancy_stores: TenancyStores | None = None,
+    telemetry: Telemetry | None = None,
     **host: Any,
 ) -> Runtime:
     """`build_gateway` then `assemble_runtime`; `host` are assemble_runtime's keywords."""
@@ -398,5 +408,6 @@ def build_runtime(
         policy=policy,
         cache_store=cache_store,
         tenancy_stores=tenancy_stores,
+        telemetry=telemetry,
     )
     return assemble_runtime(parts, **host)

@@ -13,9 +13,10 @@ import contextlib
 import logging
 import os
 import secrets
+import shlex
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -44,7 +45,7 @@ from spotgate.gateway.admission_demand import AdmissionDemand
 from spotgate.gateway.tenancy.tenancy import TenancyStores
 from spotgate.hosts.gateway import GatewayParts, assemble_runtime, build_gateway, monitor_plan
 from spotgate.orchestrations.activities import activity_table
-from spotgate.orchestrations.blueprint import fleet_monitor
+from spotgate.orchestrations.fleet_monitor import reporting_to
 from spotgate.orchestrations.monitor_contract import (
     ORCHESTRATOR_NAME,
     MonitorPlan,
@@ -54,6 +55,7 @@ from spotgate.orchestrations.services import SimpleFleetServices
 from spotgate.runtime import Runtime
 from spotgate.secret_store import ADMIN_KEY, FLEET_TOKEN, KEY_SALT, SecretStore
 from spotgate.settings import Settings, TenancySettings
+from spotgate.telemetry.durations import format_duration
 
 log = logging.getLogger("spotgate.dev")
 
@@ -77,6 +79,8 @@ class DevOptions:
     idle_to_zero_s: float = 60.0
     keep_history: bool = False
     """Keep the fleet journal's evictions, refusals and decisions from earlier runs."""
+    engine_args: list[str] = field(default_factory=list)
+    """Extra vLLM flags for the chat pool's workers (checked by `vllm_engine.engine_args`)."""
 
     @property
     def initial_workers(self) -> int:
@@ -162,7 +166,9 @@ def _worker_args(options: DevOptions, index: int) -> list[str]:
         assert options.model_dir is not None
         # vLLM's CPU build pins its threads to the same core in every instance unless told
         core = index % (os.cpu_count() or 1)
-        return ["--model-dir", str(options.model_dir), "--cpu-cores", str(core)]
+        # quoted: `spotgate worker` splits each --engine-arg as a shell would
+        extra = [f"--engine-arg={shlex.quote(arg)}" for arg in options.engine_args]
+        return ["--model-dir", str(options.model_dir), "--cpu-cores", str(core), *extra]
     return [
         "--ttft-ms",
         str(options.ttft_ms),
@@ -211,7 +217,9 @@ def local_runner(
         in_flight=parts.in_flight.of,
     )
     return LocalOrchestrationRunner(
-        {ORCHESTRATOR_NAME: fleet_monitor}, activity_table(services), parts.clock
+        {ORCHESTRATOR_NAME: reporting_to(parts.telemetry.ticks)},
+        activity_table(services),
+        parts.clock,
     )
 
 
@@ -278,6 +286,8 @@ def build_dev_app(
                 yield
             finally:
                 waiter.cancel()
+                if runtime.probe is not None:  # workers stopping now are not failing probes
+                    await runtime.probe.stop()
                 await market.stop()
                 await runner.stop()
                 await compute.shutdown()
@@ -317,6 +327,6 @@ async def _announce_when_ready(
         if len(ready) >= options.initial_workers + int(options.embeddings):
             break
         await asyncio.sleep(0.25)
-    log.info("%d workers ready after %.1f s", len(ready), time.monotonic() - started)
+    log.info("%d workers ready after %s", len(ready), format_duration(time.monotonic() - started))
     if on_ready is not None:
         on_ready(runtime)

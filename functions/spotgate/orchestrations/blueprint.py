@@ -60,7 +60,8 @@ def set_monitor_plan(plan: MonitorPlan | None) -> None:
 
 
 def on_durable_client(listener: ClientListener) -> None:
-    """`listener(client)` each time the watchdog runs: the HTTP API's way to a durable client."""
+    """`listener(client)` each time the watchdog runs, so an instance that serves no HTTP
+    request still has a durable client (HTTP requests bring their own, hosts/azure.py)."""
     _client_listeners.append(listener)
 
 

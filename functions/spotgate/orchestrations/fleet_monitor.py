@@ -14,12 +14,18 @@ every later `wait_for_external_event("wake")` of the same execution. A
 monitor that kept looping after such a wake would tick back to back until
 the run ended. Continuing as new right after a wake drops that history, and
 the next run ticks at once, which is exactly what the wake asked for.
+
+Each tick is reported to a tick listener (telemetry: a counter by outcome and
+a span) from the orchestrator's non-replaying pass only, the replay-safe way
+to have a side effect here: replays run the same code again with
+`context.is_replaying` set, and report nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from datetime import timedelta
+import logging
+from collections.abc import Callable, Generator
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import azure.durable_functions as df
@@ -35,6 +41,10 @@ from spotgate.orchestrations.activities import (
     RECORD_DECISION,
 )
 from spotgate.orchestrations.monitor_contract import WAKE_EVENT, MonitorState
+from spotgate.telemetry.monitor_ticks import TickListener, TickReport, process_ticks
+
+log = logging.getLogger("spotgate.fleet")
+Orchestrator = Callable[[df.DurableOrchestrationContext], Generator[Any, Any, None]]
 
 
 def status_view(state: MonitorState, decision: Decision) -> dict[str, Any]:
@@ -67,13 +77,33 @@ def failure_view(state: MonitorState, error: str) -> dict[str, Any]:
 def fleet_monitor(
     context: df.DurableOrchestrationContext,
 ) -> Generator[Any, Any, None]:
+    """The orchestrator the Functions host registers: ticks go to the process's telemetry."""
+    yield from run_monitor(context, process_ticks())
+
+
+def reporting_to(ticks: TickListener) -> Orchestrator:
+    """The same orchestrator, reporting its ticks to `ticks` (a local stack's own telemetry)."""
+
+    def fleet_monitor(context: df.DurableOrchestrationContext) -> Generator[Any, Any, None]:
+        yield from run_monitor(context, ticks)
+
+    return fleet_monitor
+
+
+def run_monitor(
+    context: df.DurableOrchestrationContext, ticks: TickListener
+) -> Generator[Any, Any, None]:
     state = MonitorState.from_input(context.get_input())
     for _ in range(state.ticks_per_run):
+        started, error = context.current_utc_datetime, None
         try:
             yield from tick(context, state)
         except Exception as exc:
             # A failed activity costs one tick, not the monitor: the next tick re-reads the store.
-            context.set_custom_status(failure_view(state, str(exc)))
+            error = str(exc)
+            context.set_custom_status(failure_view(state, error))
+        if not context.is_replaying:
+            _report(ticks, state, started, context.current_utc_datetime, error)
 
         deadline = context.current_utc_datetime + timedelta(seconds=state.tick_seconds)
         timer = context.create_timer(deadline)
@@ -84,6 +114,28 @@ def fleet_monitor(
                 timer.cancel()
             break
     context.continue_as_new(state.to_dict())
+
+
+def _report(
+    ticks: TickListener, state: MonitorState, started: datetime, ended: datetime, error: str | None
+) -> None:
+    last = state.last_decision() if error is None else None
+    report = TickReport(
+        state.pool,
+        state.tick,
+        started,
+        ended,
+        error=error,
+        action=last.action if last else None,
+        desired=last.desired if last else None,
+        actual=last.actual if last else None,
+        ready=last.ready if last else None,
+        why=last.reason if last else None,
+    )
+    try:
+        ticks.tick_finished(report)
+    except Exception:  # never a reason for the orchestration to fail
+        log.exception("reporting tick %d of pool %s failed", state.tick, state.pool)
 
 
 class TickContext(Protocol):

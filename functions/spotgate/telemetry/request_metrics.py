@@ -1,4 +1,4 @@
-"""Request metrics, one observation per finished request, in Prometheus' names and shapes.
+"""Request metrics, one observation per finished request, plus each request's admission wait.
 
 Counted from the same usage record the meter writes, so the dashboards and
 the bill never disagree on what a request was. Labels are bounded: model and
@@ -8,70 +8,48 @@ text: an unknown model is counted as "(unknown)"), status is the HTTP code.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-
 from spotgate.gateway.tenancy.usage import UsageRecord
+from spotgate.telemetry.metric_specs import (
+    ADMISSION_WAIT,
+    CACHE_REQUESTS,
+    REQUEST_DURATION,
+    REQUESTS,
+    SPILLOVER,
+    TOKENS,
+    TTFT,
+)
+from spotgate.telemetry.recorder import Recorder
 
-LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 UNKNOWN = "(unknown)"
 NONE = "-"
 
 
+def model_label(record: UsageRecord) -> str:
+    """The served model when it resolved (it then has a pool), else "(unknown)"."""
+    return record.model if record.pool is not None else UNKNOWN
+
+
 class RequestMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            "spotgate_requests",
-            "Requests finished, by model, HTTP status, cache result and worker.",
-            ("model", "status", "cache", "worker"),
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "spotgate_request_duration_seconds",
-            "Time from request received to the last byte (streams: to the stream's end).",
-            ("model",),
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.ttft = Histogram(
-            "spotgate_ttft_seconds",
-            "Time from request received to the first token (first SSE event or the answer).",
-            ("model",),
-            buckets=TTFT_BUCKETS,
-            registry=registry,
-        )
-        self.tokens = Counter(
-            "spotgate_tokens",
-            "Tokens processed, by direction (prompt or completion) and model.",
-            ("direction", "model"),
-            registry=registry,
-        )
-        self.cache = Counter(
-            "spotgate_cache_requests",
-            "Requests by response-cache result: HIT, MISS or BYPASS.",
-            ("result",),
-            registry=registry,
-        )
-        self.spillover = Counter(
-            "spotgate_spillover",
-            "Requests sent to a spillover endpoint, by target.",
-            ("target",),
-            registry=registry,
-        )
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
 
     def observe(self, record: UsageRecord) -> None:
-        # a model that resolved has a pool; anything else is what a client typed
-        model = record.model if record.pool is not None else UNKNOWN
+        recorder = self._recorder
+        model = model_label(record)
         worker = record.worker_id or NONE
-        self.requests.labels(model, str(record.status), record.cache, worker).inc()
-        self.duration.labels(model).observe(record.duration_ms / 1000)
+        recorder.add(REQUESTS, 1, (model, str(record.status), record.cache, worker))
+        recorder.observe(REQUEST_DURATION, record.duration_ms / 1000, (model,))
         if record.status < 400:  # a whole answer's first token comes with the answer
             first_ms = record.ttft_ms if record.ttft_ms is not None else record.duration_ms
-            self.ttft.labels(model).observe(first_ms / 1000)
+            recorder.observe(TTFT, first_ms / 1000, (model,))
         if record.prompt_tokens:
-            self.tokens.labels("prompt", model).inc(record.prompt_tokens)
+            recorder.add(TOKENS, record.prompt_tokens, ("prompt", model))
         if record.completion_tokens:
-            self.tokens.labels("completion", model).inc(record.completion_tokens)
-        self.cache.labels(record.cache).inc()
+            recorder.add(TOKENS, record.completion_tokens, ("completion", model))
+        recorder.add(CACHE_REQUESTS, 1, (record.cache,))
         if record.spillover:
-            self.spillover.labels(record.spillover).inc()
+            recorder.add(SPILLOVER, 1, (record.spillover,))
+
+    def admitted(self, pool: str, waited_s: float) -> None:
+        """A request's wait for a slot ended, granted or timed out."""
+        self._recorder.observe(ADMISSION_WAIT, waited_s, (pool,))

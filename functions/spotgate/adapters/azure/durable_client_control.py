@@ -1,10 +1,10 @@
 """The orchestration endpoints on Azure, served through the Durable Functions client.
 
-The HTTP API runs behind the ASGI bridge, which gets no durable client
-binding of its own. The watchdog timer does (and runs at startup, then every
-minute), so it hands its client over and the API keeps the newest one: the
-client is only a set of management URLs for this app's task hub, valid for
-the app's lifetime.
+The HTTP function has its own durable client input binding and hands the
+client over on every request (hosts/azure.py); the watchdog timer hands its
+own over too, for an instance that runs only timers and activities. The
+control keeps the newest: a client is only a set of management URLs for this
+app's task hub, valid for the app's lifetime.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import azure.durable_functions as df
 
 
 class OrchestrationsUnavailable(RuntimeError):
-    """No durable client has reached this process yet (the watchdog hands one over)."""
+    """No durable client has reached this process yet (requests and the watchdog hand one over)."""
 
 
 class DurableClientControl:
     """OrchestrationControl (orchestrations/control.py) over a `DurableOrchestrationClient`,
-    adopted when the watchdog hands one over; until then `available` is False."""
+    adopted when a request or the watchdog hands one over; until then `available` is False."""
 
     def __init__(self, client: df.DurableOrchestrationClient | None = None) -> None:
         self._client = client
