@@ -10,6 +10,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 BENCH ?= all
 AUTOSCALE_ARGS ?=
+BATCH_ARGS ?=
 
 .PHONY: dev test lint bench clean venv notebooks
 
@@ -55,15 +56,18 @@ lint: venv
 	$(VENV)/bin/ruff check --fix functions tests bench worker_image notebooks
 	$(VENV)/bin/ruff format functions tests bench worker_image notebooks
 
-# BENCH=all (default, about 4 min) | gateway | autoscale; ARGS go to gateway_overhead.py,
-# AUTOSCALE_ARGS to autoscale_ramp.py (e.g. --quick).
+# BENCH=all (default, about 5 min) | gateway | autoscale | batch; ARGS go to gateway_overhead.py,
+# AUTOSCALE_ARGS to autoscale_ramp.py (e.g. --quick), BATCH_ARGS to batch_backlog.py (e.g. --lines 1000).
 bench: venv
-ifneq ($(BENCH),autoscale)
+ifneq ($(filter $(BENCH),all gateway),)
 	@command -v wrk >/dev/null || { apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }; }
 	$(PY) bench/gateway_overhead.py $(ARGS)
 endif
-ifneq ($(BENCH),gateway)
+ifneq ($(filter $(BENCH),all autoscale),)
 	$(PY) bench/autoscale_ramp.py $(AUTOSCALE_ARGS)
+endif
+ifneq ($(filter $(BENCH),all batch),)
+	$(PY) bench/batch_backlog.py $(BATCH_ARGS)
 endif
 
 clean:

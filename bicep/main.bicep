@@ -417,6 +417,7 @@ module functions 'modules/functions.bicep' = {
     identityName: identities.outputs.functionsIdentityName
     storageAccountName: storage.outputs.storageAccountName
     deploymentContainerName: storage.outputs.deploymentContainerName
+    batchFilesContainerName: storage.outputs.batchFilesContainerName
     appInsightsName: monitoring.outputs.appInsightsName
     keyVaultName: keyVault.outputs.keyVaultName
     cosmosAccountName: cosmos.outputs.accountName

@@ -44,6 +44,11 @@ def test_function_app_indexes_exactly_the_expected_functions(function_app) -> No
         "drain_workers": {"activityTrigger"},
         "delete_workers": {"activityTrigger"},
         "record_decision": {"activityTrigger"},
+        "batch_job": {"orchestrationTrigger"},
+        "prepare_batch": {"activityTrigger"},
+        "enqueue_lines": {"activityTrigger"},
+        "batch_progress": {"activityTrigger"},
+        "finalise_batch": {"activityTrigger"},
         "fleet_watchdog": {"timerTrigger", "durableClient"},
     }
     assert {name: set(types) for name, types in bindings.items()} == expected_types

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "functions" / "spotgate"
 
 LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (0, ("gateway", "fleet", "costs", "errors", "clock", "named_policy", "background",
-         "secret_store", "table_export", "time_window", "telemetry")),
+         "secret_store", "table_export", "time_window", "telemetry", "batch")),
     (1, ("adapters", "orchestrations", "engines", "settings", "fleetsim")),
     (2, ("api", "runtime")),
     (3, ("hosts",)),

@@ -1,5 +1,5 @@
 // Cosmos DB (NoSQL, serverless) for the response cache, the worker registry, the fleet
-// journal, API keys, usage and rate-limit counters. Local (key) auth is off: clients use
+// journal, API keys, usage, rate-limit counters, batches and their line results. Local (key) auth is off: clients use
 // Entra ID and the data-plane role below.
 //
 // The data-plane role assignments live here, not in roles.bicep: Cosmos DB's data-plane
@@ -90,6 +90,51 @@ var journalIndexing = {
   ]
 }
 
+// Batches are queried on owner (listing), status (the active ones) and created_at; their line
+// results on batch_id, index (read in order) and succeeded (counted). A result holds a whole
+// completion: indexing it would cost RUs on every write. (cosmos_batch_store.py)
+var batchesIndexing = {
+  indexingMode: 'consistent'
+  automatic: true
+  includedPaths: [
+    {
+      path: '/owner/?'
+    }
+    {
+      path: '/status/?'
+    }
+    {
+      path: '/created_at/?'
+    }
+  ]
+  excludedPaths: [
+    {
+      path: '/*'
+    }
+  ]
+}
+
+var batchResultsIndexing = {
+  indexingMode: 'consistent'
+  automatic: true
+  includedPaths: [
+    {
+      path: '/batch_id/?'
+    }
+    {
+      path: '/index/?'
+    }
+    {
+      path: '/succeeded/?'
+    }
+  ]
+  excludedPaths: [
+    {
+      path: '/*'
+    }
+  ]
+}
+
 // defaultTtl -1: TTL is on, and an item expires only when it carries its own `ttl`.
 // Workers are read whole or by id and upserted on every heartbeat: nothing indexed
 // (cosmos_worker_store.py: WORKERS_INDEXING_POLICY).
@@ -131,6 +176,19 @@ var containers = [
     partitionKey: '/id'
     defaultTtl: -1
     indexingPolicy: indexNothing
+  }
+  // Batch API: one item per batch, and one per finished line (id = its index), created once.
+  {
+    name: 'batches'
+    partitionKey: '/id'
+    defaultTtl: -1
+    indexingPolicy: batchesIndexing
+  }
+  {
+    name: 'batch_results'
+    partitionKey: '/batch_id'
+    defaultTtl: -1
+    indexingPolicy: batchResultsIndexing
   }
 ]
 

@@ -12,6 +12,9 @@ param planName string
 param identityName string
 param storageAccountName string
 param deploymentContainerName string
+
+@description('Blob container of the Batch API\'s files (SPOTGATE_BATCH_FILES_CONTAINER).')
+param batchFilesContainerName string = 'spotgate-files'
 param appInsightsName string
 param keyVaultName string
 param cosmosAccountName string
@@ -218,6 +221,15 @@ var baseSettings = [
   {
     name: 'SPOTGATE_BATCH_QUEUE_ACCOUNT_URL'
     value: storage.properties.primaryEndpoints.queue
+  }
+  {
+    // batch input and output files (Storage Blob Data Owner on the account: roles.bicep)
+    name: 'SPOTGATE_BATCH_FILES_ACCOUNT_URL'
+    value: storage.properties.primaryEndpoints.blob
+  }
+  {
+    name: 'SPOTGATE_BATCH_FILES_CONTAINER'
+    value: batchFilesContainerName
   }
   {
     name: 'SPOTGATE_MONITOR_METRICS_ENDPOINT'

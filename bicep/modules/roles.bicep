@@ -125,7 +125,8 @@ resource scaleSets 'Microsoft.Compute/virtualMachineScaleSets@2024-07-01' existi
 // The Function app's identity
 // ---------------------------------------------------------------------------------------------
 
-// Durable Functions' task hub and the Flex Consumption deployment package (blobs).
+// Durable Functions' task hub, the Flex Consumption deployment package and the Batch API's
+// files (blobs). Owner, not Contributor: the task hub's lease blobs need it.
 resource functionsBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, functionsPrincipalId, roles.storageBlobDataOwner)
   scope: storage
@@ -136,7 +137,8 @@ resource functionsBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01'
   }
 }
 
-// Durable's control and work-item queues, and the batch queues the autoscaler counts.
+// Durable's control and work-item queues, and the batch queues: lines sent, taken, deleted
+// and counted by the autoscaler.
 resource functionsQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, functionsPrincipalId, roles.storageQueueDataContributor)
   scope: storage

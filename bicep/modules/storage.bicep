@@ -1,6 +1,7 @@
 // The storage account behind the Function app: Durable Functions' task hub (blobs, queues,
-// tables), the Flex Consumption deployment container, and the batch-job queue of the pool
-// (`spotgate-batch-{pool}`, counted by the autoscaler). Shared keys are off: every client
+// tables), the Flex Consumption deployment container, the batch-job queue of the pool
+// (`spotgate-batch-{pool}`, counted by the autoscaler) and the container of batch input and
+// output files (`spotgate-files`, blob_file_store.py). Shared keys are off: every client
 // (the Functions host included) signs in with Entra ID.
 //
 // privateNetworking (the default): public network access is off and the account is reached
@@ -13,6 +14,9 @@ param location string
 param tags object = {}
 param storageAccountName string
 param deploymentContainerName string = 'app-package'
+
+@description('Container of the Batch API\'s input and output files (SPOTGATE_BATCH_FILES_CONTAINER).')
+param batchFilesContainerName string = 'spotgate-files'
 
 @description('Private endpoints for blob, queue and table, and public network access off.')
 param privateNetworking bool = true
@@ -112,6 +116,15 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
+// Users' batch inputs and results: private, read and written by the Function app's identity only.
+resource batchFilesContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobServices
+  name: batchFilesContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 resource queueServices 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -133,3 +146,4 @@ output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output queueEndpoint string = storage.properties.primaryEndpoints.queue
 output tableEndpoint string = storage.properties.primaryEndpoints.table
 output deploymentContainerName string = deploymentContainer.name
+output batchFilesContainerName string = batchFilesContainer.name

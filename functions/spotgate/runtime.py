@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from spotgate.batch.service import BatchService
 from spotgate.clock import Clock
 from spotgate.costs.usage_reports import UsageReports
 from spotgate.fleet.control_plane import ControlPlane
@@ -80,6 +81,8 @@ class Runtime:
     roles: Roles
     secrets: SecretStore
     response_cache: ResponseCache | None = None
+    batches: BatchService | None = None
+    """OpenAI's Files and Batches API; its routes exist only when it is set."""
     orchestrations: OrchestrationControl | None = None
     faults: LocalFaults | None = None
     scheduled_events: ScheduledEventsSource | None = None

@@ -178,6 +178,9 @@ class FleetSettings(BaseSettings):
     target_concurrency_per_worker: float | None = None
     scale_down_stabilisation_s: float | None = None
     idle_to_zero_s: float | None = None
+    batch_drain_target_s: float | None = None
+    batch_line_estimate_s: float | None = None
+    batch_deadline_margin_s: float | None = None
     zones: list[str] | None = None
     base_on_demand: int | None = None
     overprovision_spot: int | None = None
@@ -201,6 +204,9 @@ class FleetSettings(BaseSettings):
         "target_concurrency_per_worker",
         "scale_down_stabilisation_s",
         "idle_to_zero_s",
+        "batch_drain_target_s",
+        "batch_line_estimate_s",
+        "batch_deadline_margin_s",
     )
     _MIX: ClassVar[tuple[str, ...]] = ("zones", "base_on_demand", "overprovision_spot")
     _DEADLINES: ClassVar[tuple[str, ...]] = (
@@ -262,6 +268,12 @@ class AzureSettings(BaseSettings):
     batch_queue_account_url: str | None = Field(
         default=None, description="Storage account whose spotgate-batch-{pool} queues count."
     )
+    batch_files_account_url: str | None = Field(
+        default=None, description="Blob endpoint holding batch input and output files."
+    )
+    batch_files_container: str = Field(
+        default="spotgate-files", description="Blob container of the batch files."
+    )
     monitor_metrics_endpoint: str | None = Field(
         default=None, description="https://<region>.metrics.monitor.azure.com"
     )
@@ -303,6 +315,9 @@ class TenancySettings(BaseSettings):
         default=0.0, ge=0, description="Price of a model with no catalogue entry, prompt tokens."
     )
     default_price_out_per_1m: float = Field(default=0.0, ge=0)
+    batch_price_share: float = Field(
+        default=0.5, ge=0, le=1, description="A batch line is billed at this share of the price."
+    )
     price_region: str = Field(
         default="local", description="The region GPU prices are looked up for (Azure location)."
     )

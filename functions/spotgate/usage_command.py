@@ -47,7 +47,7 @@ def _cell(column: str, value: Any) -> str:
 
 
 def render_report(console: Console, report: dict[str, Any], names: dict[str, str]) -> None:
-    per_request = report["by"] in ("key", "model")  # GPU time belongs to no key or model
+    per_request = report["by"] in ("key", "model", "kind", "batch")  # GPU time belongs to none
     columns = [c for c in report["columns"] if not (per_request and c == "gpu_hours")]
     since = time.strftime("%Y-%m-%d %H:%M", time.gmtime(report["since"]))
     until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(report["until"]))
@@ -94,7 +94,10 @@ def usage(
         str,
         typer.Option(envvar="SPOTGATE_URL", help="Base URL of a running stack."),
     ] = "",
-    by: Annotated[str, typer.Option(help="key, model, day, worker or pool.")] = "model",
+    by: Annotated[
+        str,
+        typer.Option(help="key, model, day, worker, pool, kind (batch or interactive) or batch."),
+    ] = "model",
     since: Annotated[
         str, typer.Option(help='Window start: "30m", "24h", "7d" ago, or an ISO date (UTC).')
     ] = "30d",

@@ -18,8 +18,9 @@ from spotgate.fleet.signals import PoolSignals, WorkerSignal
 
 T0 = 1_700_000_000.0
 
-# (seconds after T0, gateway in flight, admission queue depth, expected target)
-Step = tuple[float, int, int, int]
+# (seconds after T0, gateway in flight, admission queue depth, expected target), or
+# (seconds after T0, gateway in flight, admission queue depth, batch lines waiting, expected)
+Step = tuple[float, int, int, int] | tuple[float, int, int, int, int]
 
 SCENARIOS: dict[str, tuple[AutoscalerConfig, int, list[Step]]] = {
     "load step up scales in one decision": (
@@ -94,16 +95,31 @@ SCENARIOS: dict[str, tuple[AutoscalerConfig, int, list[Step]]] = {
         6,
         [(0, 100, 0, 2)],
     ),
+    # 4 slots a worker, 2 s a line, 30 minutes to drain: 3,600 lines a worker
+    "a batch backlog grows an empty pool, which idles to zero after it": (
+        AutoscalerConfig(min_workers=0, max_workers=10, target_concurrency_per_worker=4),
+        0,
+        [
+            (0, 0, 0, 10_000, 3),
+            (60, 0, 0, 5_000, 3),
+            (400, 0, 0, 5_000, 2),
+            (500, 0, 0, 0, 2),
+            (800, 0, 0, 0, 1),
+            (1099, 0, 0, 0, 1),
+            (1100, 0, 0, 0, 0),
+        ],
+    ),
 }
 
 
-def signals(at: float, in_flight: int, queued: int, live: int) -> PoolSignals:
+def signals(at: float, in_flight: int, queued: int, live: int, batch: int = 0) -> PoolSignals:
     workers = [WorkerSignal(f"w{i}", state="ready") for i in range(live)]
     return PoolSignals.build(
         "pool-a",
         T0 + at,
         gateway_in_flight=in_flight,
         admission_queue_depth=queued,
+        batch_queue_depth=batch,
         workers=workers,
     )
 
@@ -115,10 +131,12 @@ def run(
     policy = Autoscaler.make("queue-depth", config)
     state: AutoscalerState | None = None
     out = []
-    for at, in_flight, queued, _ in steps:
+    for at, in_flight, queued, *rest in steps:
+        batch = int(rest[0]) if len(rest) == 2 else 0
         if through_json and state is not None:
             state = policy.load_state(json.loads(json.dumps(policy.dump_state(state))))
-        target, code, reason, state = policy.decide(signals(at, in_flight, queued, live), state)
+        seen = signals(at, in_flight, queued, live, batch)
+        target, code, reason, state = policy.decide(seen, state)
         live = target
         out.append((target, code, reason))
     return out
@@ -141,6 +159,7 @@ def test_state_round_trip_gives_identical_decisions(name: str) -> None:
 CODE_EXAMPLES: dict[str, tuple[str, int]] = {
     "steady": ("load step up scales in one decision", 2),
     "scale_up_for_load": ("load step up scales in one decision", 1),
+    "scale_up_for_batch": ("a batch backlog grows an empty pool, which idles to zero after it", 0),
     "raised_to_min": ("raised to min_workers at once", 0),
     "clamped_to_max": ("shrunk to a lowered max_workers at once", 0),
     "scale_down_pending": ("load drop waits for the stabilisation window", 1),

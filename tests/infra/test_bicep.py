@@ -602,6 +602,8 @@ def test_cosmos_is_serverless_entra_only_with_the_spotgate_containers() -> None:
         "keys": "/id",
         "usage": "/key_id",
         "limits": "/id",
+        "batches": "/id",
+        "batch_results": "/batch_id",
     }
     for name in ("cache", "limits"):
         assert number(containers[name]["defaultTtl"]) == -1, name
@@ -618,6 +620,7 @@ def test_cosmos_containers_match_the_stores_that_read_them() -> None:
     """The partition keys and indexing the Cosmos adapters create locally are what Bicep deploys."""
     stores = pytest.importorskip("spotgate.adapters.azure.stores")
     tenancy = pytest.importorskip("spotgate.adapters.azure.cosmos_tenancy")
+    batches = pytest.importorskip("spotgate.adapters.azure.cosmos_batch_store")
     containers = {c["name"]: c for c in variable("modules/cosmos.bicep", "containers")}
     expected = {
         stores.WORKERS_CONTAINER: (stores.WORKERS_PARTITION_KEY, stores.WORKERS_INDEXING_POLICY),
@@ -626,6 +629,8 @@ def test_cosmos_containers_match_the_stores_that_read_them() -> None:
         tenancy.KEYS_CONTAINER: (tenancy.KEYS_PARTITION_KEY, tenancy.KEYS_INDEXING_POLICY),
         tenancy.USAGE_CONTAINER: (tenancy.USAGE_PARTITION_KEY, tenancy.USAGE_INDEXING_POLICY),
         tenancy.LIMITS_CONTAINER: (tenancy.LIMITS_PARTITION_KEY, tenancy.LIMITS_INDEXING_POLICY),
+        batches.BATCHES_CONTAINER: (batches.BATCHES_PARTITION_KEY, batches.BATCHES_INDEXING_POLICY),
+        batches.RESULTS_CONTAINER: (batches.RESULTS_PARTITION_KEY, batches.RESULTS_INDEXING_POLICY),
     }
     assert set(expected) == set(containers), "every deployed container has a store, and back"
     for name, (partition_key, indexing) in expected.items():

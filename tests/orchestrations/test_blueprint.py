@@ -30,6 +30,11 @@ def test_function_app_indexes_orchestrator_activities_and_watchdog() -> None:
         "delete_workers": "activityTrigger",
         "record_decision": "activityTrigger",
         "fleet_watchdog": "timerTrigger",
+        "batch_job": "orchestrationTrigger",
+        "prepare_batch": "activityTrigger",
+        "enqueue_lines": "activityTrigger",
+        "batch_progress": "activityTrigger",
+        "finalise_batch": "activityTrigger",
     }
     bindings = {b["type"]: b for b in functions["fleet_watchdog"].get_bindings_dict()["bindings"]}
     assert bindings["timerTrigger"]["schedule"] == "0 */1 * * * *"
@@ -39,9 +44,10 @@ def test_function_app_indexes_orchestrator_activities_and_watchdog() -> None:
 
 def test_local_runner_gets_the_same_orchestrator_handle() -> None:
     handles = orchestrators_from_blueprint(blueprint.bp)
-    assert list(handles) == ["fleet_monitor"]
+    assert list(handles) == ["fleet_monitor", "batch_job"]
     registered = blueprint.fleet_monitor.build().get_user_function()
     assert handles["fleet_monitor"] is registered
+    assert handles["batch_job"] is blueprint.batch_job.build().get_user_function()
 
 
 async def test_activity_wrappers_use_the_services_provider(

@@ -13,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from spotgate.api import (
     admin_routes,
     agent_routes,
+    batch_routes,
     fleet_routes,
     health_routes,
     local_imds_routes,
@@ -62,6 +63,8 @@ def create_app(runtime: Runtime, *, local: bool = True) -> Starlette:
         *admin_routes.routes,
         *orchestration_routes.routes,
     ]
+    if runtime.batches is not None:
+        routes += batch_routes.routes
     if local:
         routes += local_imds_routes.routes
     middleware = [Middleware(ResponseHeaders)]

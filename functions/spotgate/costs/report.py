@@ -3,9 +3,12 @@
 Every grouping adds up to the same totals, so a reader can check one view
 against another: total cost is all the GPU cost in the window plus
 spillover. Idle GPU time goes where its owner is known (its day, its pool,
-the workers that ran); by key or model no request owns it, so it gets a row
-of its own rather than vanishing. A cost that cannot be priced shows as None,
-with a warning saying why, and so does every sum it is part of.
+the workers that ran); by key, model, kind or batch no request owns it, so
+it gets a row of its own rather than vanishing. `kind` splits Batch API
+lines (sold at the batch price) from interactive requests and `batch` shows
+each batch apart, so a cheaper batch price can be weighed against the GPU
+time it used. A cost that cannot be priced shows as None, with a warning
+saying why, and so does every sum it is part of.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ REPORT_COLUMNS = (
     "margin_usd",
     "gpu_hours",
 )
-GROUPINGS = ("key", "model", "day", "worker", "pool")
+GROUPINGS = ("key", "model", "day", "worker", "pool", "kind", "batch")
+BATCH_KIND = "batch"
+INTERACTIVE_KIND = "interactive"
 IDLE_ROW = "(idle GPU time)"
 TOTAL_ROW = "(total)"
 NONE_GROUP = "(none)"
@@ -118,6 +123,10 @@ def _group_of(by: str) -> Callable[[UsageRecord], str]:
         return lambda r: r.worker_id or NONE_GROUP
     if by == "pool":
         return lambda r: r.pool or NONE_GROUP
+    if by == "kind":
+        return lambda r: INTERACTIVE_KIND if r.batch_id is None else BATCH_KIND
+    if by == "batch":
+        return lambda r: r.batch_id or NONE_GROUP
     raise ValueError(f"by must be one of {GROUPINGS}, not {by!r}")
 
 
@@ -133,7 +142,7 @@ def usage_report(
     now: float,
     prompt_weight: float = 1.0,
 ) -> UsageReport:
-    """Usage in [since, until) grouped `by` key, model, day, worker or pool, with totals."""
+    """Usage in [since, until) grouped `by` one of GROUPINGS, with totals."""
     group_of = _group_of(by)
     if until < since:
         raise ValueError(f"until ({until}) is before since ({since})")

@@ -12,6 +12,7 @@ codes are a contract:
 
 - `steady`: the load fits the current size.
 - `scale_up_for_load`: more workers, because the load needs them.
+- `scale_up_for_batch`: more workers, because the batch backlog needs them to finish in time.
 - `raised_to_min`: more workers, up to `min_workers`.
 - `clamped_to_max`: fewer workers at once, down to a lowered `max_workers`.
 - `scale_down_pending`: the load needs fewer, held until the stabilisation window ends.
@@ -27,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, NamedTuple
 
+from spotgate.fleet.batch_need import BatchNeed, batch_need
 from spotgate.fleet.signals import PoolSignals
 from spotgate.named_policy import NamedPolicy
 
@@ -40,12 +42,22 @@ class AutoscalerConfig:
     target_concurrency_per_worker: float = 8.0
     scale_down_stabilisation_s: float = 300.0
     idle_to_zero_s: float = 600.0
+    batch_drain_target_s: float = 1800.0
+    """How soon a batch backlog should be worked off when no deadline asks for sooner."""
+    batch_line_estimate_s: float = 2.0
+    """Seconds one batch line holds a slot, until the batch runner has measured it."""
+    batch_deadline_margin_s: float = 300.0
+    """A backlog is planned to finish this long before its earliest batch expires."""
 
     def __post_init__(self) -> None:
         if self.min_workers < 0 or self.max_workers < max(self.min_workers, 1):
             raise ValueError("need 0 <= min_workers <= max_workers and max_workers >= 1")
         if self.target_concurrency_per_worker <= 0:
             raise ValueError("target_concurrency_per_worker must be positive")
+        if self.batch_drain_target_s <= 0 or self.batch_line_estimate_s <= 0:
+            raise ValueError("batch_drain_target_s and batch_line_estimate_s must be positive")
+        if self.batch_deadline_margin_s < 0:
+            raise ValueError("batch_deadline_margin_s must be >= 0")
 
     def clamp(self, n: int) -> int:
         return max(self.min_workers, min(self.max_workers, n))
@@ -74,6 +86,9 @@ class AutoscalerState:
     lower_since: float | None = None
     lower_peak: int | None = None
     idle_since: float | None = None
+    batch_seen_at: float | None = None
+    """When batch lines last ran or waited: until the engines' heartbeats have caught up
+    (`ENGINE_LAG_S`), their running count still holds batch lines."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,11 +110,17 @@ class AutoscalerState:
             lower_since=opt_float("lower_since"),
             lower_peak=opt_int("lower_peak"),
             idle_since=opt_float("idle_since"),
+            batch_seen_at=opt_float("batch_seen_at"),
         )
 
 
+ENGINE_LAG_S = 15.0
+"""Engines report their running count in heartbeats (every 5 s on Azure): a few of them
+after a batch ends, their count may still hold its lines."""
+
 STEADY = "steady"
 SCALE_UP_FOR_LOAD = "scale_up_for_load"
+SCALE_UP_FOR_BATCH = "scale_up_for_batch"
 RAISED_TO_MIN = "raised_to_min"
 CLAMPED_TO_MAX = "clamped_to_max"
 SCALE_DOWN_PENDING = "scale_down_pending"
@@ -109,6 +130,7 @@ IDLE_TO_ZERO = "idle_to_zero"
 CODES = (
     STEADY,
     SCALE_UP_FOR_LOAD,
+    SCALE_UP_FOR_BATCH,
     RAISED_TO_MIN,
     CLAMPED_TO_MAX,
     SCALE_DOWN_PENDING,
@@ -140,14 +162,31 @@ class Autoscaler(NamedPolicy, family="autoscaler"):
     def decide(self, signals: PoolSignals, state: AutoscalerState | None = None) -> ScaleTarget:
         raise NotImplementedError
 
-    def demand(self, signals: PoolSignals) -> float:
-        """Work the pool must serve: running, queued at the gateway, queued in engines, batch.
+    def demand(self, signals: PoolSignals, *, engines: bool = True) -> float:
+        """Interactive work the pool must serve: running, queued at the gateway, queued in engines.
 
         Running is the larger of this gateway's count and the engines' own: with
         several gateway instances, the engines' heartbeats see everyone's traffic.
+        Batch lines are not in it (they run on spare slots; `batch_need` sizes for them).
+        The gateway counts them apart; the engines cannot, and their count lags a
+        heartbeat behind lines that come and go many times a second, so while a batch
+        runs only the gateway's count (summed over instances) is trusted.
         """
-        running = max(float(signals.gateway_in_flight), signals.running)
-        return running + signals.admission_queue_depth + signals.waiting + signals.batch_queue_depth
+        running = float(signals.gateway_in_flight)
+        if engines and signals.batch_in_flight == 0 and signals.batch_queue_depth == 0:
+            running = max(running, signals.running)
+        return running + signals.admission_queue_depth + signals.waiting
+
+    def batch_need(self, signals: PoolSignals) -> BatchNeed:
+        """Workers the batch backlog needs to finish inside its window (fleet/batch_need.py)."""
+        cfg = self.config
+        return batch_need(
+            signals,
+            slots_per_worker=cfg.target_concurrency_per_worker,
+            drain_target_s=cfg.batch_drain_target_s,
+            line_estimate_s=cfg.batch_line_estimate_s,
+            deadline_margin_s=cfg.batch_deadline_margin_s,
+        )
 
     @staticmethod
     def dump_state(state: AutoscalerState) -> dict[str, Any]:
@@ -162,8 +201,10 @@ class QueueDepth(Autoscaler, name="queue-depth", default=True):
     """Enough workers that each carries about `target_concurrency_per_worker` requests.
 
     Load is the gateway's in-flight requests plus its admission queue plus the
-    engines' own waiting queues plus queued batch jobs: all work that a worker
-    will have to serve.
+    engines' own waiting queues: all work that a worker will have to serve.
+    A batch backlog asks for the workers it needs to finish in time, and the
+    pool gets the larger of that and what the load needs: batch lines fill the
+    slots interactive traffic leaves free, they do not add to it.
     Scale-up is immediate because a queued request is a user waiting; scale-down
     waits for the stabilisation window because a GPU worker takes minutes to come
     back, and load that dips between bursts must not cost a cold start.
@@ -173,13 +214,17 @@ class QueueDepth(Autoscaler, name="queue-depth", default=True):
         cfg = self.config
         state = state or AutoscalerState()
         now = signals.now
-        load = self.demand(signals)
-        wanted = cfg.clamp(math.ceil(load / cfg.target_concurrency_per_worker))
+        batch_now = signals.batch_in_flight > 0 or signals.batch_queue_depth > 0
+        seen = now if batch_now else state.batch_seen_at
+        load = self.demand(signals, engines=seen is None or now - seen >= ENGINE_LAG_S)
+        batch = self.batch_need(signals)
+        for_load = math.ceil(load / cfg.target_concurrency_per_worker)
+        wanted = cfg.clamp(max(for_load, batch.workers))
         current = state.target if state.target is not None else signals.live_total
-        idle_since = (
-            (state.idle_since if state.idle_since is not None else now) if load <= 0 else None
-        )
-        state = replace(state, idle_since=idle_since)
+        idle = load <= 0 and batch.lines <= 0
+        idle_since = (state.idle_since if state.idle_since is not None else now) if idle else None
+        also = f", {batch.describe()}" if batch.lines else ""
+        state = replace(state, idle_since=idle_since, batch_seen_at=seen)
         fresh = replace(state, lower_since=None, lower_peak=None)
 
         if current > cfg.max_workers:
@@ -190,9 +235,13 @@ class QueueDepth(Autoscaler, name="queue-depth", default=True):
                 if wanted == cfg.min_workers and current < cfg.min_workers:
                     why = f"raised to min_workers {cfg.min_workers}"
                     return self._result(wanted, RAISED_TO_MIN, why, fresh)
-                why = f"scale up: load {load:g} needs {wanted}"
+                if batch.workers > for_load:
+                    capped = f", max_workers {cfg.max_workers}" if wanted < batch.workers else ""
+                    why = f"scale up: {batch.describe()}{capped}"
+                    return self._result(wanted, SCALE_UP_FOR_BATCH, why, fresh)
+                why = f"scale up: load {load:g} needs {wanted}{also}"
                 return self._result(wanted, SCALE_UP_FOR_LOAD, why, fresh)
-            why = f"steady: load {load:g} fits {current}"
+            why = f"steady: load {load:g} fits {current}{also}"
             return self._result(current, STEADY, why, fresh)
 
         if wanted == 0 and idle_since is not None and now - idle_since >= cfg.idle_to_zero_s:
@@ -207,10 +256,10 @@ class QueueDepth(Autoscaler, name="queue-depth", default=True):
         peak = max(floor, state.lower_peak if state.lower_peak is not None else floor)
         held = now - since
         if held >= cfg.scale_down_stabilisation_s:
-            why = f"scale down: {peak} has sufficed for {held:.0f}s"
+            why = f"scale down: {peak} has sufficed for {held:.0f}s{also}"
             return self._result(peak, SCALE_DOWN_AFTER_WINDOW, why, fresh)
         left = cfg.scale_down_stabilisation_s - held
-        why = f"holding {current}: load {load:g} needs {floor}, scale down in {left:.0f}s"
+        why = f"holding {current}: load {load:g} needs {floor}, scale down in {left:.0f}s{also}"
         pending = replace(state, lower_since=since, lower_peak=peak)
         return self._result(current, SCALE_DOWN_PENDING, why, pending)
 

@@ -10,8 +10,9 @@ provisioning (a control plane that restarted mid-scale-out loses nothing).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from spotgate.fleet.compute import Instance
@@ -20,20 +21,71 @@ from spotgate.fleet.registry import WorkerRegistry
 from spotgate.fleet.signals import CapacityFailure, EvictionSignal, PoolSignals, WorkerSignal
 from spotgate.fleet.worker import Worker, WorkerState
 
+log = logging.getLogger("spotgate.fleet")
+
 
 @dataclass(frozen=True)
 class PoolDemand:
-    """Demand the gateway sees for a pool: requests running, requests queued, batch backlog."""
+    """Demand the gateway sees for a pool: requests running, requests queued, batch backlog.
+
+    The batch fields are what `BatchBacklogView` says (None: not known).
+    """
 
     admission_queue_depth: int = 0
     gateway_in_flight: int = 0
     batch_queue_depth: int = 0
+    batch_deadline_s: float | None = None
+    batch_line_s: float | None = None
+    batch_in_flight: int = 0
+    """Batch lines running on spare slots now (not in `gateway_in_flight`)."""
 
 
 class DemandSource(Protocol):
     """Where a pool's demand is read: this gateway's admission queue, or Azure Monitor."""
 
     async def of(self, pool: str) -> PoolDemand: ...
+
+
+@dataclass(frozen=True)
+class BatchBacklogView:
+    """A pool's batch backlog: lines waiting, seconds until the earliest active batch
+    expires, and seconds one line has been holding a slot (None until measured)."""
+
+    lines: int = 0
+    deadline_s: float | None = None
+    line_s: float | None = None
+
+
+class BatchBacklog(Protocol):
+    """Whoever runs batch lines knows the backlog best: its queue, deadlines and pace."""
+
+    async def backlog(self, pool: str) -> BatchBacklogView: ...
+
+
+class WithBatchBacklog:
+    """A DemandSource whose batch fields come from a BatchBacklog, the rest from `inner`.
+
+    An unreadable backlog leaves the inner source's batch figures in place, so
+    a failing batch store slows batch scaling but never stops the pool's tick.
+    """
+
+    def __init__(self, inner: DemandSource, backlog: BatchBacklog) -> None:
+        self._inner = inner
+        self._backlog = backlog
+
+    async def of(self, pool: str) -> PoolDemand:
+        demand = await self._inner.of(pool)
+        try:
+            view = await self._backlog.backlog(pool)
+        except Exception as exc:
+            log.warning("batch backlog of %s unavailable: %s", pool, exc)
+            return demand
+        return replace(
+            demand,
+            batch_queue_depth=max(0, view.lines),
+            batch_deadline_s=view.deadline_s,
+            batch_line_s=view.line_s,
+        )
 
 
 @dataclass(frozen=True)
@@ -192,6 +244,9 @@ def observe_pool(
         admission_queue_depth=demand.admission_queue_depth,
         gateway_in_flight=demand.gateway_in_flight,
         batch_queue_depth=demand.batch_queue_depth,
+        batch_deadline_s=demand.batch_deadline_s,
+        batch_line_s=demand.batch_line_s,
+        batch_in_flight=demand.batch_in_flight,
         workers=[worker_signal(w, in_flight(w.id)) for w in members if w.state != WorkerState.GONE],
         evictions=evictions,
         capacity_failures=capacity_failures,

@@ -128,6 +128,11 @@ class PoolSignals:
 
     `ready` and `provisioning` (per priority) are derived from `workers`; they
     are in `to_dict` for readers of the JSON and ignored by `from_dict`.
+    `batch_deadline_s` (seconds until the earliest active batch expires) and
+    `batch_line_s` (how long one line holds a slot, as measured) are None
+    when nobody knows yet: the policy then uses its configured estimate.
+    `batch_in_flight` are the batch lines running now: not in `gateway_in_flight`,
+    and taken out of the engines' `running`, since they fill spare slots only.
     """
 
     pool: str
@@ -135,6 +140,9 @@ class PoolSignals:
     admission_queue_depth: int = 0
     gateway_in_flight: int = 0
     batch_queue_depth: int = 0
+    batch_deadline_s: float | None = None
+    batch_line_s: float | None = None
+    batch_in_flight: int = 0
     workers: tuple[WorkerSignal, ...] = ()
     evictions: tuple[EvictionSignal, ...] = ()
     capacity_failures: tuple[CapacityFailure, ...] = ()
@@ -148,6 +156,9 @@ class PoolSignals:
         admission_queue_depth: int = 0,
         gateway_in_flight: int = 0,
         batch_queue_depth: int = 0,
+        batch_deadline_s: float | None = None,
+        batch_line_s: float | None = None,
+        batch_in_flight: int = 0,
         workers: Iterable[WorkerSignal] = (),
         evictions: Iterable[EvictionSignal] = (),
         capacity_failures: Iterable[CapacityFailure] = (),
@@ -159,6 +170,9 @@ class PoolSignals:
             admission_queue_depth=admission_queue_depth,
             gateway_in_flight=gateway_in_flight,
             batch_queue_depth=batch_queue_depth,
+            batch_deadline_s=batch_deadline_s,
+            batch_line_s=batch_line_s,
+            batch_in_flight=batch_in_flight,
             workers=tuple(sorted(workers, key=lambda w: w.worker_id)),
             evictions=tuple(sorted(evictions, key=lambda e: (e.at, e.zone or ""))),
             capacity_failures=tuple(
@@ -207,6 +221,9 @@ class PoolSignals:
             "admission_queue_depth": self.admission_queue_depth,
             "gateway_in_flight": self.gateway_in_flight,
             "batch_queue_depth": self.batch_queue_depth,
+            "batch_deadline_s": self.batch_deadline_s,
+            "batch_line_s": self.batch_line_s,
+            "batch_in_flight": self.batch_in_flight,
             "workers": [w.to_dict() for w in self.workers],
             "ready": self.ready,
             "provisioning": self.provisioning,
@@ -222,9 +239,16 @@ class PoolSignals:
             admission_queue_depth=int(data.get("admission_queue_depth", 0) or 0),
             gateway_in_flight=int(data.get("gateway_in_flight", 0) or 0),
             batch_queue_depth=int(data.get("batch_queue_depth", 0) or 0),
+            batch_deadline_s=_opt_float(data.get("batch_deadline_s")),
+            batch_line_s=_opt_float(data.get("batch_line_s")),
+            batch_in_flight=int(data.get("batch_in_flight", 0) or 0),
             workers=tuple(WorkerSignal.from_dict(w) for w in data.get("workers") or ()),
             evictions=tuple(EvictionSignal.from_dict(e) for e in data.get("evictions") or ()),
             capacity_failures=tuple(
                 CapacityFailure.from_dict(f) for f in data.get("capacity_failures") or ()
             ),
         )
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)

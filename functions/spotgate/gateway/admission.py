@@ -78,28 +78,32 @@ class _Waiter:
 
 
 class _Pool:
-    __slots__ = ("in_use", "waiters")
+    __slots__ = ("background", "in_use", "waiters")
 
     def __init__(self) -> None:
         self.in_use = 0
+        self.background = 0  # of in_use: batch lines on spare slots
         self.waiters: deque[_Waiter] = deque()
 
 
 class Admitted:
     """A held slot. Release it once the request (or its stream) is over; twice is harmless."""
 
-    __slots__ = ("_admission", "_released", "pool", "waited_s")
+    __slots__ = ("_admission", "_released", "background", "pool", "waited_s")
 
-    def __init__(self, admission: Admission, pool: str, waited_s: float) -> None:
+    def __init__(
+        self, admission: Admission, pool: str, waited_s: float, *, background: bool = False
+    ) -> None:
         self._admission = admission
         self.pool = pool
         self.waited_s = waited_s
+        self.background = background
         self._released = False
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._admission._release(self.pool)
+            self._admission._release(self.pool, background=self.background)
 
 
 class Admission:
@@ -175,6 +179,19 @@ class Admission:
             raise
         return self._admitted(pool, loop.time() - started)
 
+    def try_acquire_background(self, pool: str) -> Admitted | None:
+        """A slot for background work (a batch line) now, or None: it never waits, never
+        counts as a wait, and is told apart in `interactive_in_use`, so the work that fills
+        spare slots is not mistaken for load the pool must grow for."""
+        state = self._pools.get(pool)
+        if state is None:
+            state = self._pools[pool] = _Pool()
+        if state.waiters or state.in_use >= self._capacity(pool):
+            return None
+        state.in_use += 1
+        state.background += 1
+        return Admitted(self, pool, 0.0, background=True)
+
     @contextlib.asynccontextmanager
     async def slot(self, pool: str, deadline_s: float) -> AsyncIterator[Admitted]:
         ticket = await self.acquire(pool, deadline_s)
@@ -201,6 +218,16 @@ class Admission:
         state = self._pools.get(pool)
         return state.in_use if state else 0
 
+    def capacity(self, pool: str) -> int:
+        return self._capacity(pool)
+
+    def background_in_use(self, pool: str) -> int:
+        state = self._pools.get(pool)
+        return state.background if state else 0
+
+    def interactive_in_use(self, pool: str) -> int:
+        return self.in_use(pool) - self.background_in_use(pool)
+
     def state(self, pool: str, ready_workers: int) -> PoolState:
         return PoolState(
             pool=pool,
@@ -221,9 +248,10 @@ class Admission:
         for listener in self._wait_listeners:
             listener(pool, waited_s)
 
-    def _release(self, pool: str) -> None:
+    def _release(self, pool: str, *, background: bool = False) -> None:
         state = self._pools[pool]
         state.in_use -= 1
+        state.background -= int(background)
         if state.waiters:
             self._grant(pool, state)
 

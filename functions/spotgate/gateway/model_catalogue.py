@@ -49,6 +49,8 @@ class ModelEntry(BaseModel):
     `mode` says which endpoints the model serves (LiteLLM's `model_info.mode`): `chat`
     (chat and text completions) or `embedding`; a request to another endpoint is a 400
     before any worker sees it. Unset: whatever its workers answer.
+    `batch_price_in_per_1m` / `batch_price_out_per_1m` are what a Batch API line
+    is sold at; unset, the price times the deployment's batch price share.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -58,6 +60,8 @@ class ModelEntry(BaseModel):
     context_length: int = Field(gt=0)
     price_in_per_1m: float = Field(default=0.0, ge=0)
     price_out_per_1m: float = Field(default=0.0, ge=0)
+    batch_price_in_per_1m: float | None = Field(default=None, ge=0)
+    batch_price_out_per_1m: float | None = Field(default=None, ge=0)
     pool: str = "default"
     served_name: str | None = None
     spillover: SpilloverTarget | None = None

@@ -98,9 +98,14 @@ class Router:
         headers: dict[str, str],
         *,
         stream: bool,
+        holds_slot: bool = False,
     ) -> Reply | StreamReply:
+        """`holds_slot`: the caller took the pool's admission slot itself (a batch line, on
+        spare capacity): no wait, no spillover, which would pay for what can wait."""
         resolved.check_endpoint(path)
-        result = await self._forward(path, resolved, raw, body, headers, stream=stream)
+        result = await self._forward(
+            path, resolved, raw, body, headers, stream=stream, holds_slot=holds_slot
+        )
         if isinstance(result, Reply) and _is_missing_route(result):
             refusal = wrong_endpoint(resolved.name, path, None)
             return replace(result, status=refusal.status_code, body=orjson.dumps(refusal.body()))
@@ -115,9 +120,14 @@ class Router:
         headers: dict[str, str],
         *,
         stream: bool,
+        holds_slot: bool,
     ) -> Reply | StreamReply:
         served = resolved.served_name
         raw = rewrite_model(raw, body, served)
+        if holds_slot:
+            if stream:
+                return await self._forwarder.forward_stream(path, served, raw, body, headers)
+            return await self._forwarder.forward(path, served, raw, body, headers)
         can_spill = self._spillover is not None and resolved.spillover is not None
         pool = resolved.pool
         if can_spill and should_spill(

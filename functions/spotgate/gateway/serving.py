@@ -77,6 +77,10 @@ class InferenceRequest:
     api_key: str | None = None
     caller: Caller | None = None
     """Set when the key was checked already (before the body was read, or a batch's owner)."""
+    batch_id: str | None = None
+    """A batch line's batch: metered at the batch price, and recorded with the batch."""
+    holds_slot: bool = False
+    """The caller holds the pool's admission slot (batch lines run on spare capacity)."""
 
     @property
     def wants_stream(self) -> bool:
@@ -254,6 +258,7 @@ class Serving:
             body,
             {"X-Request-ID": request.request_id},
             stream=request.wants_stream,
+            holds_slot=request.holds_slot,
         )
         if isinstance(result, StreamReply):
             return self._stream(context, result, decision, x_cache)

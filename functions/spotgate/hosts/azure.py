@@ -45,16 +45,24 @@ from spotgate.adapters.azure.durable_client_control import DurableClientControl
 from spotgate.adapters.azure.shared_demand import SharedDemand
 from spotgate.adapters.local.sqlite_worker_store import SqliteWorkerStore
 from spotgate.api.app import create_app
-from spotgate.fleet.observation import DemandSource
+from spotgate.fleet.observation import DemandSource, WithBatchBacklog
 from spotgate.gateway.admission_demand import AdmissionDemand
 from spotgate.hosts.azure_fleet import azure_fleet_services
-from spotgate.hosts.azure_parts import cosmos_gateway, entra_admin_tokens, vault_secrets
+from spotgate.hosts.azure_parts import (
+    azure_batch_stores,
+    batch_configured,
+    cosmos_gateway,
+    entra_admin_tokens,
+    vault_secrets,
+)
+from spotgate.hosts.batch import BatchParts, build_batch, local_batch_stores
 from spotgate.hosts.gateway import assemble_runtime, build_gateway
 from spotgate.hosts.tenancy import settings_secrets
 from spotgate.orchestrations.blueprint import (
     ClientListener,
     bp,
     on_durable_client,
+    set_batch_services_provider,
     set_monitor_plan,
     set_services_provider,
     set_startup_hook,
@@ -114,9 +122,9 @@ def azure_secrets(settings: Settings) -> tuple[SecretStore, list[Lifecycle]]:
 
 def build_azure_runtime(
     settings: Settings, control: DurableClientControl | None = None
-) -> tuple[Runtime, DemandSource | None]:
-    """Cosmos-backed registry, journal, cache, keys, usage, counters and shared pool demand
-    when configured (as deployed), else SQLite and this instance's own queue."""
+) -> tuple[Runtime, DemandSource | None, BatchParts | None]:
+    """Cosmos-backed registry, journal, cache, keys, usage, counters, shared pool demand and
+    the Batch API when configured (as deployed), else SQLite and this instance's own queue."""
     secrets, secret_lifecycles = azure_secrets(settings)
     tokens = entra_admin_tokens(settings)
     if settings.azure.store_backend != "cosmos":
@@ -124,8 +132,15 @@ def build_azure_runtime(
             settings, SqliteWorkerStore(settings.database_path), secrets=secrets,
             admin_tokens=tokens,
         )  # fmt: skip
-        runtime = assemble_runtime(parts, orchestrations=control, lifecycles=secret_lifecycles)
-        return runtime, None
+        on_disk = build_batch(parts, local_batch_stores(settings.data_dir))
+        runtime = assemble_runtime(
+            parts,
+            orchestrations=control,
+            lifecycles=[*secret_lifecycles, *on_disk.lifecycles],
+            batches=on_disk.service(control) if control is not None else None,
+        )
+        local = WithBatchBacklog(AdmissionDemand(parts.router.admission), on_disk.backlog)
+        return runtime, local, on_disk
     cosmos = cosmos_gateway(settings, secrets, tokens)
     shared = SharedDemand(
         cosmos.stores.journal_container,
@@ -133,21 +148,33 @@ def build_azure_runtime(
         settings.pools,
         instance_id=cosmos.stores.instance_id,
     )
+    batch = None
+    demand: DemandSource = shared
+    if batch_configured(settings):
+        batch = build_batch(cosmos.parts, azure_batch_stores(settings, cosmos.stores))
+        demand = WithBatchBacklog(shared, batch.backlog)
     runtime = assemble_runtime(
         cosmos.parts,
         journal=cosmos.journal,
         orchestrations=control,
-        lifecycles=[*secret_lifecycles, *cosmos.lifecycles, shared],
+        lifecycles=[
+            *secret_lifecycles,
+            *cosmos.lifecycles,
+            shared,
+            *(batch.lifecycles if batch else ()),
+        ],
+        batches=batch.service(control) if batch is not None and control is not None else None,
     )
-    return runtime, shared
+    return runtime, demand, batch
 
 
 def build_function_app(settings: Settings | None = None) -> df.DFApp:
     settings = settings or Settings(fleet=FleetSettings(compute="azure"))
     export_to_app_insights()  # first: the providers every instrument and span report to
     control = DurableClientControl()
-    runtime, gateway_load = build_azure_runtime(settings, control)
+    runtime, gateway_load, batch = build_azure_runtime(settings, control)
     set_services_provider(azure_fleet_services(runtime, gateway_load))
+    set_batch_services_provider(lambda: batch.services if batch is not None else None)
     set_monitor_plan(runtime.monitors)
     on_durable_client(control.adopt)
     app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)

@@ -16,6 +16,7 @@ from spotgate.fleet.journal import FleetJournal
 from spotgate.gateway.model_catalogue import load_catalogue
 from spotgate.gateway.tenancy.admins import AdminTokens
 from spotgate.gateway.tenancy.tenancy import TenancyStores
+from spotgate.hosts.batch import BatchStores
 from spotgate.hosts.gateway import GatewayParts, build_gateway
 from spotgate.runtime import Lifecycle
 from spotgate.secret_store import ADMIN_KEY, FLEET_TOKEN, KEY_SALT, WORKER_API_KEY, SecretStore
@@ -114,3 +115,37 @@ def scale_set_compute(settings: Settings) -> VmssCompute | None:
     from spotgate.adapters.azure.vmss_compute import VmssCompute
 
     return VmssCompute(DefaultAzureCredential(), subscription, group, owns_credential=True)
+
+
+def batch_configured(settings: Settings) -> bool:
+    """The Batch API needs its files (Blob Storage) and its line queue (Storage queues)."""
+    return bool(settings.azure.batch_files_account_url and settings.azure.batch_queue_account_url)
+
+
+def azure_batch_stores(settings: Settings, cosmos: AzureStores) -> BatchStores:
+    """Files in Blob Storage, lines on the pool's Storage queue, batches and results in
+    Cosmos DB next to the fleet's containers; one managed identity for the storage account."""
+    from azure.identity.aio import DefaultAzureCredential
+
+    from spotgate.adapters.azure.blob_file_store import BlobFileStore
+    from spotgate.adapters.azure.cosmos_batch_store import (
+        BATCHES_CONTAINER,
+        RESULTS_CONTAINER,
+        CosmosBatchStore,
+        CosmosLineResults,
+    )
+    from spotgate.adapters.azure.storage_line_queue import StorageLineQueue
+
+    credential = DefaultAzureCredential()
+    database = cosmos.client.get_database_client(settings.azure.cosmos_database)
+    return BatchStores(
+        files=BlobFileStore(
+            settings.azure.batch_files_account_url,
+            credential,
+            container=settings.azure.batch_files_container,
+        ),
+        batches=CosmosBatchStore(database.get_container_client(BATCHES_CONTAINER)),
+        queue=StorageLineQueue(settings.azure.batch_queue_account_url, credential),
+        results=CosmosLineResults(database.get_container_client(RESULTS_CONTAINER)),
+        closers=(credential.close,),
+    )

@@ -16,6 +16,7 @@ from typing import Any
 
 from spotgate.adapters.http_upstream import AiohttpUpstream
 from spotgate.adapters.pooled_upstream import PooledHttpUpstream
+from spotgate.batch.service import BatchService
 from spotgate.clock import Clock, SystemClock
 from spotgate.costs.price_table import PriceTable
 from spotgate.costs.usage_reports import UsageReports
@@ -335,6 +336,7 @@ def assemble_runtime(
     faults: LocalFaults | None = None,
     scheduled_events: ScheduledEventsSource | None = None,
     lifecycles: Sequence[Lifecycle] = (),
+    batches: BatchService | None = None,
 ) -> Runtime:
     settings = parts.settings
     journal = InMemoryFleetJournal() if journal is None else journal
@@ -356,7 +358,7 @@ def assemble_runtime(
             parts.clock,
             settings.pools,
             parts.router.admission.depth,
-            in_flight=parts.router.admission.in_use,
+            in_flight=parts.router.admission.interactive_in_use,
             breaker_open=lambda: [
                 w.id for w in parts.registry.all() if parts.health.state(w.id) == BreakerState.OPEN
             ],
@@ -384,6 +386,7 @@ def assemble_runtime(
         secrets=parts.secrets,
         telemetry=parts.telemetry,
         lifecycles=tuple(lifecycles),
+        batches=batches,
     )
 
 

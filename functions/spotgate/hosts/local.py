@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -36,15 +37,18 @@ from spotgate.adapters.local.sqlite_worker_store import SqliteWorkerStore
 from spotgate.api.app import create_app
 from spotgate.clock import SystemClock
 from spotgate.errors import NotFound
-from spotgate.fleet.autoscaler import AutoscalerConfig
 from spotgate.fleet.compute import ComputeProvider
 from spotgate.fleet.fleet_policy import FleetPolicyConfig
 from spotgate.fleet.journal import FleetJournal
+from spotgate.fleet.observation import DemandSource, WithBatchBacklog
 from spotgate.fleet.worker import WorkerState
 from spotgate.gateway.admission_demand import AdmissionDemand
 from spotgate.gateway.tenancy.tenancy import TenancyStores
+from spotgate.hosts.batch import BatchParts, build_batch, local_batch_stores
 from spotgate.hosts.gateway import GatewayParts, assemble_runtime, build_gateway, monitor_plan
 from spotgate.orchestrations.activities import activity_table
+from spotgate.orchestrations.batch_activities import batch_activity_table
+from spotgate.orchestrations.batch_job import BATCH_ORCHESTRATOR, batch_job
 from spotgate.orchestrations.fleet_monitor import reporting_to
 from spotgate.orchestrations.monitor_contract import (
     ORCHESTRATOR_NAME,
@@ -184,7 +188,8 @@ def dev_policies(settings: Settings, options: DevOptions) -> dict[str, FleetPoli
     policy = settings.fleet_policy(options.pool)
     if options.autoscale:
         target = options.target_concurrency or max(1.0, settings.gateway.worker_max_concurrency / 2)
-        autoscaling = AutoscalerConfig(
+        autoscaling = replace(
+            policy.autoscaling,
             min_workers=options.min_workers,
             max_workers=options.max_workers,
             target_concurrency_per_worker=target,
@@ -204,23 +209,29 @@ def local_runner(
     parts: GatewayParts,
     journal: FleetJournal,
     compute: ComputeProvider | None = None,
+    batch: BatchParts | None = None,
 ) -> LocalOrchestrationRunner:
-    """The fleet monitor on the in-process replay engine, its activities bound to this stack."""
+    """The fleet monitor (and each batch's orchestration) on the in-process replay engine,
+    their activities bound to this stack."""
     settings = parts.settings
+    demand: DemandSource = AdmissionDemand(parts.router.admission)
+    if batch is not None:
+        demand = WithBatchBacklog(demand, batch.backlog)
     services = SimpleFleetServices(
         registry=parts.registry,
         clock=parts.clock,
         heartbeat_timeout_s=settings.fleet.heartbeat_timeout_s,
         journal=journal,
         compute=compute,
-        demand=AdmissionDemand(parts.router.admission),
+        demand=demand,
         in_flight=parts.in_flight.of,
     )
-    return LocalOrchestrationRunner(
-        {ORCHESTRATOR_NAME: reporting_to(parts.telemetry.ticks)},
-        activity_table(services),
-        parts.clock,
-    )
+    orchestrators: dict[str, Any] = {ORCHESTRATOR_NAME: reporting_to(parts.telemetry.ticks)}
+    activities: dict[str, Any] = dict(activity_table(services))
+    if batch is not None:
+        orchestrators[BATCH_ORCHESTRATOR] = batch_job
+        activities.update(batch_activity_table(batch.services))
+    return LocalOrchestrationRunner(orchestrators, activities, parts.clock)
 
 
 async def start_monitors(runner: LocalOrchestrationRunner, monitors: MonitorPlan) -> None:
@@ -264,7 +275,8 @@ def build_dev_app(
         spot_available=market.available,
     )
     events = FakeScheduledEvents(parts.clock, compute.kill, schedule)
-    runner = local_runner(parts, journal, compute)
+    batch = build_batch(parts, local_batch_stores(settings.data_dir))
+    runner = local_runner(parts, journal, compute, batch)
     runtime = assemble_runtime(
         parts,
         journal=journal,
@@ -272,6 +284,8 @@ def build_dev_app(
         monitors=monitor_plan(settings, dev_policies(settings, options)),
         faults=LocalFaultInjector(compute, events, market),
         scheduled_events=events,
+        lifecycles=batch.lifecycles,
+        batches=batch.service(runner),
     )
     app = create_app(runtime)
     inner_lifespan = app.router.lifespan_context

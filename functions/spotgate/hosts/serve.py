@@ -40,11 +40,14 @@ from spotgate.fleet.fixed_machines import FixedMachine, FixedMachines
 from spotgate.fleet.registration import check_worker_url, parse_networks
 from spotgate.gateway.tenancy.admins import AdminTokens
 from spotgate.hosts.azure_parts import (
+    azure_batch_stores,
+    batch_configured,
     cosmos_gateway,
     entra_admin_tokens,
     scale_set_compute,
     vault_secrets,
 )
+from spotgate.hosts.batch import build_batch, local_batch_stores
 from spotgate.hosts.gateway import assemble_runtime, build_gateway, monitor_plan
 from spotgate.hosts.local import local_runner, local_secrets, local_tenancy, start_monitors
 from spotgate.runtime import Lifecycle
@@ -229,7 +232,11 @@ def build_serve_app(settings: Settings, machines: Sequence[FixedMachine] = ()) -
             admin_tokens=tokens,
         )
     compute = fleet_compute(settings, machines)
-    runner = local_runner(parts, journal, compute)
+    if settings.azure.store_backend == "cosmos" and batch_configured(settings):
+        batch = build_batch(parts, azure_batch_stores(settings, cosmos.stores))
+    else:
+        batch = build_batch(parts, local_batch_stores(settings.data_dir))
+    runner = local_runner(parts, journal, compute, batch)
     per_pool = Counter(machine.pool for machine in machines)
     pinned = {pool: settings.fleet_policy(pool).fixed_size(n) for pool, n in per_pool.items()}
     runtime = assemble_runtime(
@@ -237,7 +244,8 @@ def build_serve_app(settings: Settings, machines: Sequence[FixedMachine] = ()) -
         journal=journal,
         orchestrations=runner,
         monitors=monitor_plan(settings, pinned),
-        lifecycles=lifecycles,
+        lifecycles=[*lifecycles, *batch.lifecycles],
+        batches=batch.service(runner),
     )
     app = create_app(runtime, local=False)
     inner_lifespan = app.router.lifespan_context

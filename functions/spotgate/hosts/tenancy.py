@@ -71,6 +71,7 @@ def build_tenancy(
     prices = Prices(
         ModelPrice(config.default_price_in_per_1m, config.default_price_out_per_1m),
         config.cache_hit_price_share,
+        config.batch_price_share,
     )
     recorder = UsageRecorder(
         stores.usage, flush_s=config.usage_flush_s, max_buffer=config.usage_buffer_records

@@ -17,18 +17,22 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from spotgate.orchestrations import activities, watchdog
+from spotgate.orchestrations import activities, batch_activities, watchdog
+from spotgate.orchestrations.batch_activities import BatchServices
+from spotgate.orchestrations.batch_job import batch_job as _batch_job
 from spotgate.orchestrations.fleet_monitor import fleet_monitor as _fleet_monitor
 from spotgate.orchestrations.monitor_contract import MonitorPlan
 from spotgate.orchestrations.services import FleetServices
 
 ServicesProvider = Callable[[], FleetServices]
+BatchServicesProvider = Callable[[], BatchServices | None]
 StartupHook = Callable[[], Awaitable[None]]
 ClientListener = Callable[[df.DurableOrchestrationClient], None]
 
 bp = df.Blueprint()
 
 _provider: ServicesProvider | None = None
+_batch_provider: BatchServicesProvider | None = None
 _startup: StartupHook | None = None
 _monitors: MonitorPlan | None = None
 _client_listeners: list[ClientListener] = []
@@ -38,6 +42,21 @@ def set_services_provider(provider: ServicesProvider | None) -> None:
     """Called once by the function app; a callable so services can be built lazily."""
     global _provider
     _provider = provider
+
+
+def set_batch_services_provider(provider: BatchServicesProvider | None) -> None:
+    """Called once by the function app when the deployment serves the Batch API."""
+    global _batch_provider
+    _batch_provider = provider
+
+
+async def _batch_services_ready() -> BatchServices:
+    if _startup is not None:
+        await _startup()
+    services = _batch_provider() if _batch_provider is not None else None
+    if services is None:
+        raise RuntimeError("No batch services: the Batch API is not configured.")
+    return services
 
 
 def set_startup_hook(hook: StartupHook | None) -> None:
@@ -72,6 +91,7 @@ def _services() -> FleetServices:
 
 
 fleet_monitor = bp.orchestration_trigger(context_name="context")(_fleet_monitor)
+batch_job = bp.orchestration_trigger(context_name="context")(_batch_job)
 
 WATCHDOG_RUN_ON_STARTUP_SETTING = "SPOTGATE_WATCHDOG_RUN_ON_STARTUP"
 
@@ -110,6 +130,26 @@ async def delete_workers(payload: dict[str, Any]) -> list[str]:
 @bp.activity_trigger(input_name="payload")
 async def record_decision(payload: dict[str, Any]) -> None:
     await activities.record_decision(await _services_ready(), payload)
+
+
+@bp.activity_trigger(input_name="payload")
+async def prepare_batch(payload: dict[str, Any]) -> dict[str, Any]:
+    return await batch_activities.prepare_batch(await _batch_services_ready(), payload)
+
+
+@bp.activity_trigger(input_name="payload")
+async def enqueue_lines(payload: dict[str, Any]) -> int:
+    return await batch_activities.enqueue_lines(await _batch_services_ready(), payload)
+
+
+@bp.activity_trigger(input_name="payload")
+async def batch_progress(payload: dict[str, Any]) -> dict[str, Any]:
+    return await batch_activities.batch_progress(await _batch_services_ready(), payload)
+
+
+@bp.activity_trigger(input_name="payload")
+async def finalise_batch(payload: dict[str, Any]) -> dict[str, Any]:
+    return await batch_activities.finalise_batch(await _batch_services_ready(), payload)
 
 
 @bp.timer_trigger(

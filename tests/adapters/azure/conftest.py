@@ -1,7 +1,8 @@
-"""Fixtures for the Azure adapters: a real Azurite (queue service only) on a free loopback port."""
+"""Fixtures for the Azure adapters: real Azurite queue and blob services on free loopback ports."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from tests.conftest import free_port, stop_process_group, wait_listening
 
 ROOT = Path(__file__).resolve().parents[3]
 AZURITE_QUEUE = ROOT / "node_modules" / ".bin" / "azurite-queue"
+AZURITE_BLOB = ROOT / "node_modules" / ".bin" / "azurite-blob"
 # Azurite's development account and key: published by Microsoft, not a secret.
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = (
@@ -28,26 +30,36 @@ class AzuriteQueue:
     log_path: Path
 
 
-@pytest.fixture(scope="session")
-def azurite_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteQueue]:
-    """One in-memory Azurite queue service for the session; stopped by its process group."""
-    if not AZURITE_QUEUE.exists():
+@dataclass(frozen=True)
+class AzuriteBlob:
+    blob_endpoint: str  # http://127.0.0.1:PORT/devstoreaccount1
+    connection_string: str
+    log_path: Path
+
+
+@contextlib.contextmanager
+def running_azurite(service: str, workspace: Path) -> Iterator[tuple[str, Path]]:
+    """One Azurite service (`queue` or `blob`), in memory; yields its endpoint and log.
+
+    Stopped by its process group, whatever the test did.
+    """
+    binary = {"queue": AZURITE_QUEUE, "blob": AZURITE_BLOB}[service]
+    if not binary.exists():
         pytest.fail(
-            f"{AZURITE_QUEUE.relative_to(ROOT)} is missing: run `make test` "
+            f"{binary.relative_to(ROOT)} is missing: run `make test` "
             "(it runs npm install) or `npm install` in the repository root."
         )
-    workspace = tmp_path_factory.mktemp("azurite")
-    log_path = workspace / "azurite.log"
+    log_path = workspace / f"azurite-{service}.log"
     port = free_port()
     command = [
-        str(AZURITE_QUEUE),
+        str(binary),
         "--silent",
         "--inMemoryPersistence",
         "--disableTelemetry",
         "--skipApiVersionCheck",
-        "--queueHost",
+        f"--{service}Host",
         "127.0.0.1",
-        "--queuePort",
+        f"--{service}Port",
         str(port),
     ]  # no --location: Azurite refuses it with --inMemoryPersistence; cwd is the tmp folder
     with log_path.open("wb") as log:
@@ -60,12 +72,28 @@ def azurite_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteQ
             start_new_session=True,
         )
     try:
-        wait_listening(port, process, log_path, "azurite-queue", AZURITE_START_TIMEOUT_S)
-        endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
-        connection_string = (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
-            f"AccountKey={AZURITE_KEY};QueueEndpoint={endpoint};"
-        )
-        yield AzuriteQueue(endpoint, connection_string, log_path)
+        wait_listening(port, process, log_path, f"azurite-{service}", AZURITE_START_TIMEOUT_S)
+        yield f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}", log_path
     finally:
         stop_process_group(process, grace_s=5.0)
+
+
+def _connection_string(service: str, endpoint: str) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+        f"AccountKey={AZURITE_KEY};{service}Endpoint={endpoint};"
+    )
+
+
+@pytest.fixture(scope="session")
+def azurite_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteQueue]:
+    """One in-memory Azurite queue service for the session."""
+    with running_azurite("queue", tmp_path_factory.mktemp("azurite")) as (endpoint, log_path):
+        yield AzuriteQueue(endpoint, _connection_string("Queue", endpoint), log_path)
+
+
+@pytest.fixture(scope="session")
+def azurite_blob(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteBlob]:
+    """One in-memory Azurite blob service for the session."""
+    with running_azurite("blob", tmp_path_factory.mktemp("azurite-blob")) as (endpoint, log_path):
+        yield AzuriteBlob(endpoint, _connection_string("Blob", endpoint), log_path)

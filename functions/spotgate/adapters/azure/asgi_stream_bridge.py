@@ -355,6 +355,12 @@ class _Lifespan:
             self.started = True
 
     async def shutdown(self) -> None:
+        if self._task is not None and self._task.get_loop() is not asyncio.get_running_loop():
+            # started on an event loop that has ended (a worker runs one loop; tests many):
+            # its lifespan ended with that loop, and its lock and queues belong to it
+            self.started = False
+            self._task = None
+            return
         async with self.lock:
             if not self.started:
                 return

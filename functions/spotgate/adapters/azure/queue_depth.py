@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from typing import Any
+from typing import Any, Self
 
 from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
 from azure.core.credentials_async import AsyncTokenCredential
@@ -72,9 +72,7 @@ class StorageQueueDepth:
         self._clients: dict[str, QueueClient] = {}
 
     @classmethod
-    def from_connection_string(
-        cls, connection_string: str, **client_kwargs: Any
-    ) -> StorageQueueDepth:
+    def from_connection_string(cls, connection_string: str, **client_kwargs: Any) -> Self:
         return cls(connection_string=connection_string, **client_kwargs)
 
     def _client(self, pool: str) -> QueueClient:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from azure.cosmos.aio import ContainerProxy
@@ -80,6 +81,7 @@ class SharedDemand:
                 "instance": self.instance_id,
                 "queued": mine.admission_queue_depth,
                 "in_flight": mine.gateway_in_flight,
+                "batch_in_flight": mine.batch_in_flight,
                 "at": now,
                 "ttl": max(60, int(self._max_age_s * 6)),
             }
@@ -94,16 +96,18 @@ class SharedDemand:
             {"name": "@pool", "value": pool},
         ]
         horizon = self._clock.now() - self._max_age_s
-        queued = in_flight = 0
+        queued = in_flight = batch = 0
         async for item in self._container.query_items(query, parameters=params):
             if float(item.get("at", 0)) < horizon or item.get("instance") == self.instance_id:
                 continue
             queued += int(item.get("queued", 0))
             in_flight += int(item.get("in_flight", 0))
-        return PoolDemand(
+            batch += int(item.get("batch_in_flight", 0))
+        return replace(
+            mine,
             admission_queue_depth=queued + mine.admission_queue_depth,
             gateway_in_flight=in_flight + mine.gateway_in_flight,
-            batch_queue_depth=mine.batch_queue_depth,
+            batch_in_flight=batch + mine.batch_in_flight,
         )
 
     async def _publish_forever(self) -> None:

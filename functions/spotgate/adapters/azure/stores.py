@@ -45,6 +45,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 
+from spotgate.adapters.azure.cosmos_batch_store import ensure_batch_containers
 from spotgate.adapters.azure.cosmos_cache_store import (
     CACHE_CONTAINER,
     CACHE_INDEXING_POLICY,
@@ -137,7 +138,7 @@ class AzureStores:
 
 async def ensure_database(client: CosmosClient, database: str) -> DatabaseProxy:
     """Create the database and its containers if missing (needs a key or control plane):
-    the fleet's three and the tenancy's three (keys, usage, limits)."""
+    the fleet's three, the tenancy's three (keys, usage, limits) and the Batch API's two."""
     db = await client.create_database_if_not_exists(id=database)
     await db.create_container_if_not_exists(
         id=WORKERS_CONTAINER,
@@ -152,6 +153,7 @@ async def ensure_database(client: CosmosClient, database: str) -> DatabaseProxy:
     )
     await ensure_cache_container(db)
     await ensure_tenancy_containers(db)
+    await ensure_batch_containers(db)
     return db
 
 

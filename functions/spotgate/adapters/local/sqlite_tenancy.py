@@ -28,17 +28,14 @@ every `add` deletes the expired rows in the same transaction.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
-from spotgate.adapters.local.private_files import private_database
+from spotgate.adapters.local.sqlite_on_thread import SqliteOnThread, in_transaction
 from spotgate.clock import Clock, SystemClock
 from spotgate.gateway.tenancy.keys import ApiKey
 from spotgate.gateway.tenancy.memory_stores import apply_change, check_ttl
@@ -48,10 +45,6 @@ T = TypeVar("T")
 
 TENANCY_FILE = "tenancy.sqlite3"
 """The file's name in the local data folder."""
-
-BUSY_TIMEOUT_MS = 10_000
-"""How long a writer waits for another connection's write lock before failing."""
-SETUP_RETRY_S = 0.01
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -74,98 +67,21 @@ CREATE INDEX IF NOT EXISTS counters_expires_at ON counters (expires_at);
 """
 
 
-class _SqliteTenancyTable:
+class _SqliteTenancyTable(SqliteOnThread):
     """One connection to the tenancy file, on one thread of its own (see the module docstring).
 
     Every store creates all three tables: whichever opens the file first makes
     it whole, and `CREATE ... IF NOT EXISTS` makes the others' attempts no-ops.
     """
 
-    _name = "tenancy"
-
-    def __init__(self, path: Path | str) -> None:
-        self._path = str(path)
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"sqlite-{self._name}"
-        )
-        self._db: sqlite3.Connection | None = None
-        self._closed = False
-
-    def _connection(self) -> sqlite3.Connection:
-        """Opened lazily on the store's own thread, the only thread that ever uses it."""
-        if self._db is None:
-            db = sqlite3.connect(
-                private_database(self._path), isolation_level=None, check_same_thread=True
-            )
-            try:
-                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-                _set_up(db)
-            except BaseException:
-                db.close()
-                raise
-            self._db = db
-        return self._db
-
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise RuntimeError(f"the SQLite {self._name} store is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: work(self._connection()))
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-
-        def shut(db: sqlite3.Connection) -> None:
-            db.close()
-
-        if self._db is not None:
-            await self._run(shut)
-        self._closed = True
-        self._executor.shutdown(wait=False)
-
-
-def _set_up(db: sqlite3.Connection) -> None:
-    """WAL and the schema, retried while another connection holds the file.
-
-    Switching to WAL (or recovering the WAL index of a file another process
-    is writing) can answer "database is locked" at once, without waiting out
-    busy_timeout: SQLite does not call the busy handler for those locks. So a
-    second store opening the file while the first is mid-`add` retries here,
-    for as long as busy_timeout would have waited.
-    """
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            (mode,) = db.execute("PRAGMA journal_mode").fetchone()
-            if str(mode).lower() != "wal":
-                db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            return
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(SETUP_RETRY_S)
-
-
-def _in_transaction(db: sqlite3.Connection, work: Callable[[], T]) -> T:
-    """`work` inside BEGIN IMMEDIATE ... COMMIT: the write lock is held from the first read."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        result = work()
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    return result
+    schema = _SCHEMA
+    name = "tenancy"
 
 
 class SqliteKeyStore(_SqliteTenancyTable):
     """A `KeyStore`: keys by id, revoked ones kept (a revocation is a field, not a delete)."""
 
-    _name = "keys"
+    name = "keys"
 
     async def put(self, key: ApiKey) -> None:
         doc = orjson.dumps(key.to_dict()).decode()
@@ -195,7 +111,7 @@ class SqliteKeyStore(_SqliteTenancyTable):
 class SqliteUsageStore(_SqliteTenancyTable):
     """A `UsageStore`: one row per request id, the first one written stands."""
 
-    _name = "usage"
+    name = "usage"
 
     async def append(self, records: list[UsageRecord]) -> None:
         if not records:
@@ -203,7 +119,7 @@ class SqliteUsageStore(_SqliteTenancyTable):
         rows = [(r.request_id, float(r.at), r.key_id, orjson.dumps(r).decode()) for r in records]
 
         def write(db: sqlite3.Connection) -> None:
-            _in_transaction(
+            in_transaction(
                 db,
                 lambda: db.executemany(
                     "INSERT OR IGNORE INTO usage (request_id, at, key_id, doc) VALUES (?, ?, ?, ?)",
@@ -231,7 +147,7 @@ class SqliteUsageStore(_SqliteTenancyTable):
 class SqliteCounterStore(_SqliteTenancyTable):
     """A `CounterStore` whose `add` is atomic across connections and processes on the file."""
 
-    _name = "counters"
+    name = "counters"
 
     def __init__(self, path: Path | str, *, clock: Clock | None = None) -> None:
         super().__init__(path)
@@ -264,7 +180,7 @@ class SqliteCounterStore(_SqliteTenancyTable):
                 )
                 return changed
 
-            return _in_transaction(db, work)
+            return in_transaction(db, work)
 
         return await self._run(change)
 

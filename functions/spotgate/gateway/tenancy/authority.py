@@ -77,3 +77,14 @@ class KeyAuthority:
             when = datetime.fromtimestamp(key.expires_at, UTC).isoformat(timespec="seconds")
             raise AuthenticationFailed(f"This API key expired at {when}.")
         return Caller(key.id, key)
+
+    def caller_for(self, key_id: str) -> Caller | None:
+        """The caller a stored key id stands for now (a batch's owner, its lines run later),
+        or None once that key is gone, revoked or expired: its work then stops."""
+        if key_id.startswith("static:"):
+            ids = {static_key_id(k) for k in self._static() if k}
+            return Caller(key_id) if key_id in ids else None
+        key = self._directory.get(key_id) if self._directory is not None else None
+        if key is None or not key.active(self._clock.now()):
+            return None
+        return Caller(key.id, key)

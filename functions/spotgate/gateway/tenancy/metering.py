@@ -5,7 +5,9 @@ when the client did not; the pipeline strips that chunk again). When there is
 none, the count is estimated and the record says so: a stream the client cut
 is metered for what was relayed (one token per content event, as vLLM sends
 them), the prompt at characters / 4. Requests refused before a worker saw
-them are recorded with no tokens and their error code.
+them are recorded with no tokens and their error code. A batch line's record
+names its batch and is priced at the batch price, so margin reports can
+tell batch and interactive apart.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class MeteringStep(ServingStep):
             estimated=estimated,
             duration_ms=round((outcome.ended_at - context.started_at) * 1000, 3),
             error_code=outcome.error_code,
+            batch_id=request.batch_id,
         )
         if outcome.first_event_at is not None:
             record.ttft_ms = round((outcome.first_event_at - context.started_at) * 1000, 3)
@@ -108,6 +111,12 @@ class MeteringStep(ServingStep):
         billable = outcome.status < 400 or not outcome.whole
         if billable:
             record.revenue_usd = self._prices.revenue(
-                key, model, request.model, prompt, completion, cache_hit=hit
+                key,
+                model,
+                request.model,
+                prompt,
+                completion,
+                cache_hit=hit,
+                batch=request.batch_id is not None,
             )
         return record
