@@ -49,6 +49,7 @@ def test_function_app_indexes_exactly_the_expected_functions(function_app) -> No
         "enqueue_lines": {"activityTrigger"},
         "batch_progress": {"activityTrigger"},
         "finalise_batch": {"activityTrigger"},
+        "fail_batch": {"activityTrigger"},
         "fleet_watchdog": {"timerTrigger", "durableClient"},
     }
     assert {name: set(types) for name, types in bindings.items()} == expected_types

@@ -62,7 +62,7 @@ class OrchestrationStarter:
 
     async def start(self, batch_id: str) -> None:
         assert self.runner is not None
-        payload = {"batch_id": batch_id, "poll_s": POLL_S}
+        payload = {"batch_id": batch_id, "poll_s": POLL_S, "retry_pause_s": POLL_S}
         await self.runner.start(BATCH_ORCHESTRATOR, batch_instance_id(batch_id), payload)
 
 
@@ -338,3 +338,48 @@ async def test_preparing_enqueueing_and_finalising_twice_duplicates_nothing(
         late = await activity[FINALISE_BATCH]({"batch_id": batch.id, "outcome": EXPIRED})
         assert late == first and (await stack.get(batch.id)).status == COMPLETED
         assert (await stack.get(batch.id)).error_file_id is None
+
+
+# (f) a store that fails: retried, and a batch that cannot run ends failed, never stuck
+
+
+async def test_a_store_that_fails_once_is_retried_and_the_batch_completes(
+    sim_worker: tuple[str, RecordingWorker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with orchestrated(sim_worker) as run:
+        files = run.stack.service.files
+        read = files.read
+        failures = [RuntimeError("the blob store timed out")]
+
+        async def flaky(file_id: str) -> bytes:
+            if failures:
+                raise failures.pop()
+            return await read(file_id)
+
+        monkeypatch.setattr(files, "read", flaky)
+        batch = await run.create(batch_input("a", "b"))
+        await eventually(lambda: run.custom(batch.id).get("status") == IN_PROGRESS, within_s=3.0)
+        await run.until_queued(2)
+        await run.run_lines()
+        status = await run.finished(batch.id)
+        assert status["output"]["status"] == "completed" and not failures
+
+
+async def test_a_batch_whose_input_cannot_be_read_fails_with_the_reason(
+    sim_worker: tuple[str, RecordingWorker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with orchestrated(sim_worker) as run:
+        files = run.stack.service.files
+
+        async def unreachable(file_id: str) -> bytes:
+            raise RuntimeError("the blob store is unreachable")
+
+        monkeypatch.setattr(files, "read", unreachable)
+        batch = await run.create(batch_input("a", "b"))
+        status = await run.finished(batch.id)
+        assert status["output"]["status"] == FAILED
+        failed = await run.batch(batch.id)
+        assert failed.status == FAILED and failed.failed_at is not None
+        [error] = failed.to_openai()["errors"]["data"]
+        assert error["code"] == "batch_failed" and "unreachable" in error["message"]
+        assert await run.stack.depth() == 0 and run.stack.worker.contents() == []

@@ -61,11 +61,11 @@ class SteadyLoad:
     def __init__(self, send: Callable[[int], object], clients: int) -> None:
         self._send = send
         self._stop = threading.Event()
-        self._pool = concurrent.futures.ThreadPoolExecutor(clients)
-        self._futures = [self._pool.submit(self._loop, n) for n in range(clients)]
         self.served = 0
         self.errors: list[BaseException] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # before the threads start: they use it at once
+        self._pool = concurrent.futures.ThreadPoolExecutor(clients)
+        self._futures = [self._pool.submit(self._loop, n) for n in range(clients)]
 
     def _loop(self, n: int) -> None:
         i = 0

@@ -35,6 +35,7 @@ def test_function_app_indexes_orchestrator_activities_and_watchdog() -> None:
         "enqueue_lines": "activityTrigger",
         "batch_progress": "activityTrigger",
         "finalise_batch": "activityTrigger",
+        "fail_batch": "activityTrigger",
     }
     bindings = {b["type"]: b for b in functions["fleet_watchdog"].get_bindings_dict()["bindings"]}
     assert bindings["timerTrigger"]["schedule"] == "0 */1 * * * *"

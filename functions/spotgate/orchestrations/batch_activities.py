@@ -25,6 +25,7 @@ from spotgate.batch.objects import (
     CANCELLING,
     COMPLETED,
     EXPIRED,
+    FAILED,
     FINALIZING,
     IN_PROGRESS,
     TERMINAL,
@@ -41,6 +42,7 @@ PREPARE_BATCH = "prepare_batch"
 ENQUEUE_LINES = "enqueue_lines"
 BATCH_PROGRESS = "batch_progress"
 FINALISE_BATCH = "finalise_batch"
+FAIL_BATCH = "fail_batch"
 WAIT = "wait"
 CHUNK_LINES = 500
 """Lines one enqueue activity sends: 100 activities for OpenAI's 50,000-line maximum."""
@@ -234,6 +236,19 @@ async def _write(
     return file.id
 
 
+async def fail_batch(services: BatchServices, payload: dict[str, Any]) -> dict[str, Any]:
+    """`failed`, with why, after an activity kept failing: its lines stop running (they are
+    not `in_progress` any more) and the owner sees the reason rather than a stuck batch."""
+    batch = await _batch(services, str(payload["batch_id"]))
+    if batch.status in TERMINAL:
+        return progress_view(batch)
+    message = f"The batch could not be run: {payload.get('message') or 'an internal error'}."
+    batch.errors = [{"code": "batch_failed", "message": message, "param": None, "line": None}]
+    failed = batch.moved_to(FAILED, services.clock.now())
+    await services.batches.put(failed)
+    return progress_view(failed)
+
+
 Activity = Callable[[dict[str, Any]], Any]
 
 
@@ -244,4 +259,5 @@ def batch_activity_table(services: BatchServices) -> dict[str, Activity]:
         ENQUEUE_LINES: partial(enqueue_lines, services),
         BATCH_PROGRESS: partial(batch_progress, services),
         FINALISE_BATCH: partial(finalise_batch, services),
+        FAIL_BATCH: partial(fail_batch, services),
     }

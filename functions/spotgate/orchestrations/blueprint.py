@@ -152,6 +152,11 @@ async def finalise_batch(payload: dict[str, Any]) -> dict[str, Any]:
     return await batch_activities.finalise_batch(await _batch_services_ready(), payload)
 
 
+@bp.activity_trigger(input_name="payload")
+async def fail_batch(payload: dict[str, Any]) -> dict[str, Any]:
+    return await batch_activities.fail_batch(await _batch_services_ready(), payload)
+
+
 @bp.timer_trigger(
     arg_name="timer",
     schedule=watchdog.WATCHDOG_SCHEDULE,
